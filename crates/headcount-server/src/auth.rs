@@ -1,0 +1,311 @@
+//! JWT verification with Supabase Realtime's rules and error strings.
+//!
+//! A token is checked in Supabase's order: its claims and header must decode to JSON objects
+//! (else *malformed*); the header must say `"typ":"JWT"` with an HS256/384/512 `alg` (else the
+//! *signer* error); the signature must verify with the secret; `exp`, when present, must lie in
+//! the future; and `role` and `exp` must both be present.
+
+use std::collections::HashSet;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Map, Value};
+
+/// Why a token was refused. Each variant knows the strings Supabase uses for it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// Not three base64url parts holding JSON objects.
+    #[error("The token provided is not a valid JWT")]
+    Malformed,
+    /// The signature does not match.
+    #[error("Failed to validate JWT signature")]
+    Signature,
+    /// No key can verify this `alg` (or `typ` is not `JWT`).
+    #[error("Failed to generate JWT signer, check your JWT secret or JWKS configuration")]
+    Signer,
+    /// `role` or `exp` is missing.
+    #[error("Fields `role` and `exp` are required in JWT")]
+    MissingClaims,
+    /// `exp` is in the past (or now).
+    #[error("Token has expired {seconds_ago} seconds ago")]
+    Expired {
+        /// How long ago it expired.
+        seconds_ago: i64,
+    },
+    /// `exp` is not an integer.
+    #[error("Token expiration time is invalid")]
+    InvalidExp,
+}
+
+impl AuthError {
+    /// The `reason` of a refused `phx_join`, with Supabase's error code in front.
+    pub fn join_reason(&self) -> String {
+        let code = match self {
+            AuthError::Malformed => "MalformedJWT",
+            AuthError::Signature => "JwtSignatureError",
+            AuthError::Signer => "JwtSignerError",
+            AuthError::MissingClaims | AuthError::Expired { .. } | AuthError::InvalidExp => {
+                "InvalidJWTToken"
+            }
+        };
+        format!("{code}: {self}")
+    }
+
+    /// The `error` of a refused WebSocket upgrade (HTTP 401).
+    pub fn connect_error(&self) -> &'static str {
+        match self {
+            AuthError::Malformed | AuthError::InvalidExp => "The token provided is not a valid JWT",
+            AuthError::Signature => "Failed to validate JWT signature",
+            AuthError::Signer => {
+                "Failed to generate JWT signer, check your JWT secret or JWKS configuration"
+            }
+            AuthError::MissingClaims => "Fields `role` and `exp` are required in JWT",
+            AuthError::Expired { .. } => "Token has expired",
+        }
+    }
+}
+
+/// The claims of an accepted token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Claims {
+    /// `role`, such as `anon`, `authenticated` or `service_role`.
+    pub role: String,
+    /// `exp`, in seconds since the Unix epoch.
+    pub exp: i64,
+    /// `sub`, the user id, when present.
+    pub sub: Option<String>,
+    /// Every claim.
+    pub all: Map<String, Value>,
+}
+
+/// Verifies tokens signed with one HMAC secret.
+#[derive(Clone)]
+pub struct Verifier {
+    key: DecodingKey,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Verifier { key: <redacted> }")
+    }
+}
+
+fn decode_json_object(part: &str) -> Option<Map<String, Value>> {
+    let bytes = URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// Removes what Supabase removes before verifying: URL escapes and every whitespace character.
+pub fn clean_token(token: &str) -> String {
+    let bytes = token.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out)
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect()
+}
+
+impl Verifier {
+    /// A verifier for tokens signed with `secret`.
+    pub fn new(secret: &str) -> Verifier {
+        Verifier {
+            key: DecodingKey::from_secret(secret.as_bytes()),
+        }
+    }
+
+    /// Checks `token` at `now` (seconds since the Unix epoch).
+    pub fn verify(&self, token: &str, now: i64) -> Result<Claims, AuthError> {
+        let token = clean_token(token);
+        let mut parts = token.split('.');
+        let (Some(header), Some(claims), Some(_sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::Malformed);
+        };
+        let claims = decode_json_object(claims).ok_or(AuthError::Malformed)?;
+        let header = decode_json_object(header).ok_or(AuthError::Malformed)?;
+        let alg = match (header.get("typ"), header.get("alg").and_then(Value::as_str)) {
+            (Some(Value::String(typ)), Some("HS256")) if typ == "JWT" => Algorithm::HS256,
+            (Some(Value::String(typ)), Some("HS384")) if typ == "JWT" => Algorithm::HS384,
+            (Some(Value::String(typ)), Some("HS512")) if typ == "JWT" => Algorithm::HS512,
+            _ => return Err(AuthError::Signer),
+        };
+        let mut validation = Validation::new(alg);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims = HashSet::new();
+        match jsonwebtoken::decode::<Value>(&token, &self.key, &validation) {
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
+                return Err(AuthError::Signature);
+            }
+            Err(_) => return Err(AuthError::Malformed),
+        }
+        let exp = match claims.get("exp") {
+            None => None,
+            Some(v) => match v.as_i64() {
+                Some(exp) if exp > now => Some(exp),
+                Some(exp) => {
+                    return Err(AuthError::Expired {
+                        seconds_ago: now - exp,
+                    });
+                }
+                None => return Err(AuthError::InvalidExp),
+            },
+        };
+        let (Some(Value::String(role)), Some(exp)) = (claims.get("role"), exp) else {
+            return Err(AuthError::MissingClaims);
+        };
+        Ok(Claims {
+            role: role.clone(),
+            exp,
+            sub: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
+            all: claims,
+        })
+    }
+}
+
+/// Signs a token with HS256: the claims given, plus `role`, `exp` and `iat`.
+pub fn sign(secret: &str, role: &str, sub: Option<&str>, iat: i64, exp: i64) -> String {
+    let mut claims = Map::new();
+    claims.insert("iss".into(), "headcount".into());
+    claims.insert("role".into(), role.into());
+    if let Some(sub) = sub {
+        claims.insert("sub".into(), sub.into());
+    }
+    claims.insert("iat".into(), iat.into());
+    claims.insert("exp".into(), exp.into());
+    sign_claims(secret, &Value::Object(claims))
+}
+
+/// Signs arbitrary claims with HS256 (`typ: JWT`).
+pub fn sign_claims(secret: &str, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("HS256 signing cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_800_000_000;
+
+    fn v() -> Verifier {
+        Verifier::new("secret")
+    }
+
+    #[test]
+    fn good_tokens_pass_in_every_hs_size() {
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            let t = jsonwebtoken::encode(
+                &Header::new(alg),
+                &serde_json::json!({"role":"anon","exp":NOW + 10,"sub":"u1"}),
+                &EncodingKey::from_secret(b"secret"),
+            )
+            .unwrap();
+            let c = v().verify(&t, NOW).unwrap();
+            assert_eq!(
+                (c.role.as_str(), c.exp, c.sub.as_deref()),
+                ("anon", NOW + 10, Some("u1"))
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_carry_supabase_strings() {
+        let expired = sign("secret", "anon", None, NOW - 100, NOW - 3);
+        assert_eq!(
+            v().verify(&expired, NOW),
+            Err(AuthError::Expired { seconds_ago: 3 })
+        );
+        assert_eq!(
+            AuthError::Expired { seconds_ago: 3 }.join_reason(),
+            "InvalidJWTToken: Token has expired 3 seconds ago"
+        );
+        let at_now = sign("secret", "anon", None, NOW - 100, NOW);
+        assert_eq!(
+            v().verify(&at_now, NOW),
+            Err(AuthError::Expired { seconds_ago: 0 })
+        );
+
+        let other_secret = sign("other", "anon", None, NOW, NOW + 100);
+        assert_eq!(v().verify(&other_secret, NOW), Err(AuthError::Signature));
+        assert_eq!(
+            AuthError::Signature.join_reason(),
+            "JwtSignatureError: Failed to validate JWT signature"
+        );
+
+        let no_role = sign_claims("secret", &serde_json::json!({"exp": NOW + 100}));
+        assert_eq!(v().verify(&no_role, NOW), Err(AuthError::MissingClaims));
+        let no_exp = sign_claims("secret", &serde_json::json!({"role": "anon"}));
+        assert_eq!(v().verify(&no_exp, NOW), Err(AuthError::MissingClaims));
+        assert_eq!(
+            AuthError::MissingClaims.join_reason(),
+            "InvalidJWTToken: Fields `role` and `exp` are required in JWT"
+        );
+
+        for junk in ["", "abc", "a.b", "a.b.c.d", "W10.e30.", "e30.W10.", "!!.??.x"] {
+            assert_eq!(v().verify(junk, NOW), Err(AuthError::Malformed), "{junk:?}");
+        }
+        // Objects that decode, but a header without `typ: JWT`, fail at the signer, as in Supabase.
+        assert_eq!(v().verify("e30.e30.", NOW), Err(AuthError::Signer));
+        assert_eq!(
+            AuthError::Malformed.join_reason(),
+            "MalformedJWT: The token provided is not a valid JWT"
+        );
+    }
+
+    #[test]
+    fn alg_none_and_foreign_algs_get_the_signer_error() {
+        let claims = URL_SAFE_NO_PAD.encode(format!(r#"{{"role":"anon","exp":{}}}"#, NOW + 100));
+        for header in [
+            r#"{"alg":"none","typ":"JWT"}"#,
+            r#"{"alg":"RS256","typ":"JWT"}"#,
+            r#"{"alg":"HS256"}"#,
+        ] {
+            let t = format!("{}.{claims}.", URL_SAFE_NO_PAD.encode(header));
+            assert_eq!(v().verify(&t, NOW), Err(AuthError::Signer), "{header}");
+        }
+    }
+
+    #[test]
+    fn whitespace_and_url_escapes_are_ignored() {
+        let t = sign("secret", "anon", None, NOW, NOW + 100);
+        let spaced = format!(" {}\n{} ", &t[..10], &t[10..]);
+        assert!(v().verify(&spaced, NOW).is_ok());
+        assert_eq!(clean_token("a%2Eb"), "a.b");
+        assert_eq!(clean_token("%"), "%");
+        assert_eq!(clean_token("ab%4"), "ab%4");
+    }
+
+    #[test]
+    fn non_integer_exp_is_refused() {
+        for exp in [serde_json::json!("soon"), serde_json::json!(1.5e10)] {
+            let t = sign_claims("secret", &serde_json::json!({"role":"anon","exp":exp}));
+            assert_eq!(v().verify(&t, NOW), Err(AuthError::InvalidExp));
+        }
+    }
+}

@@ -1,0 +1,278 @@
+//! [`Conn`]: what the rest of the server shares with one socket.
+//!
+//! Channels hold an `Arc<Conn>` for each member and push encoded frames into its outbox; the
+//! socket's writer task drains the outbox and writes everything queued at once. The outbox is
+//! bounded in bytes: a consumer too slow to keep up is disconnected instead of making the
+//! server buffer without limit or slowing the channel down for everyone else.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use headcount_protocol::Serializer;
+use tokio::sync::Notify;
+
+use crate::ws;
+
+/// A connection's identity within this node.
+pub type ConnId = u64;
+
+/// Signals for the socket's reader task, set by other tasks.
+pub mod signal {
+    /// The shared timer found the socket idle for too long.
+    pub const IDLE: u8 = 1;
+    /// A channel token may have expired: run the session's timers.
+    pub const TIMERS: u8 = 2;
+    /// The outbox overflowed or the server is closing the socket: stop reading.
+    pub const STOP: u8 = 4;
+}
+
+/// The outbox's state. Owned by [`Conn::outbox`]'s mutex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Frames are accepted.
+    Open,
+    /// A close frame (or the end) is queued; nothing more is accepted.
+    Closing,
+    /// The socket is being dropped without a goodbye (overflow, dead peer).
+    Aborted,
+}
+
+#[derive(Debug)]
+struct Outbox {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    state: State,
+}
+
+/// What the writer should do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Batch {
+    /// Write these frames (moved out of the outbox).
+    Write,
+    /// Nothing queued: wait for [`Conn::writer_wake`].
+    Wait,
+    /// Everything is written and the socket is closing: shut it down.
+    Finish,
+    /// Drop the socket now.
+    Abort,
+}
+
+/// The shared half of one WebSocket connection.
+#[derive(Debug)]
+pub struct Conn {
+    /// Unique within this node.
+    pub id: ConnId,
+    /// The socket's wire format, fixed at connect time.
+    pub serializer: Serializer,
+    /// Frames waiting for the writer. Pushed by channels and the session, drained by the
+    /// writer task; the lock is held only to move frames in or out.
+    outbox: Mutex<Outbox>,
+    /// The most bytes `outbox` may hold.
+    limit: usize,
+    /// Wakes the writer task when the outbox stops being empty or the state changes.
+    pub writer_wake: Notify,
+    /// Wakes the reader task when a [`signal`] is raised.
+    pub reader_wake: Notify,
+    /// Pending [`signal`] bits for the reader.
+    signals: AtomicU8,
+    /// When the client last sent a frame (Unix milliseconds); written by the reader, read by
+    /// the shared timer.
+    pub last_seen_ms: AtomicU64,
+    /// The earliest token expiry among the socket's channels (Unix milliseconds, `u64::MAX` for
+    /// none); written by the session, read by the shared timer.
+    pub token_deadline_ms: AtomicU64,
+}
+
+impl Conn {
+    /// A new connection whose outbox holds at most `limit` bytes.
+    pub fn new(id: ConnId, serializer: Serializer, limit: usize, now_ms: u64) -> Conn {
+        Conn {
+            id,
+            serializer,
+            outbox: Mutex::new(Outbox {
+                frames: VecDeque::new(),
+                bytes: 0,
+                state: State::Open,
+            }),
+            limit,
+            writer_wake: Notify::new(),
+            reader_wake: Notify::new(),
+            signals: AtomicU8::new(0),
+            last_seen_ms: AtomicU64::new(now_ms),
+            token_deadline_ms: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues a complete WebSocket frame. Returns `false` if the connection no longer accepts
+    /// frames; an overflow aborts the connection.
+    pub fn push(&self, frame: Bytes) -> bool {
+        let mut out = self.lock();
+        if out.state != State::Open {
+            return false;
+        }
+        if out.bytes + frame.len() > self.limit {
+            out.frames.clear();
+            out.bytes = 0;
+            out.state = State::Aborted;
+            drop(out);
+            tracing::info!(
+                conn = self.id,
+                limit = self.limit,
+                "outbox overflow: disconnecting a slow consumer"
+            );
+            self.wake_all();
+            return false;
+        }
+        let was_empty = out.frames.is_empty();
+        out.bytes += frame.len();
+        out.frames.push_back(frame);
+        drop(out);
+        if was_empty {
+            self.writer_wake.notify_one();
+        }
+        true
+    }
+
+    /// Queues a close frame after whatever is queued, then accepts nothing more.
+    pub fn close(&self, code: u16, reason: &str) {
+        let mut out = self.lock();
+        if out.state != State::Open {
+            return;
+        }
+        out.frames.push_back(ws::encode_close(code, reason));
+        out.state = State::Closing;
+        drop(out);
+        self.wake_all();
+    }
+
+    /// Lets the writer finish what is queued, without a close frame (the peer is gone or has
+    /// already said goodbye).
+    pub fn finish(&self) {
+        let mut out = self.lock();
+        if out.state == State::Open {
+            out.state = State::Closing;
+        }
+        drop(out);
+        self.writer_wake.notify_one();
+    }
+
+    /// Drops the socket without writing anything more.
+    pub fn abort(&self) {
+        let mut out = self.lock();
+        out.frames.clear();
+        out.bytes = 0;
+        out.state = State::Aborted;
+        drop(out);
+        self.wake_all();
+    }
+
+    /// Whether frames are still accepted.
+    pub fn is_open(&self) -> bool {
+        self.lock().state == State::Open
+    }
+
+    /// Whether the socket is to be dropped at once.
+    pub fn is_aborted(&self) -> bool {
+        self.lock().state == State::Aborted
+    }
+
+    /// Moves every queued frame into `into` and says what to do with them.
+    pub fn take_batch(&self, into: &mut Vec<Bytes>) -> Batch {
+        let mut out = self.lock();
+        if out.state == State::Aborted {
+            return Batch::Abort;
+        }
+        if out.frames.is_empty() {
+            return if out.state == State::Closing {
+                Batch::Finish
+            } else {
+                Batch::Wait
+            };
+        }
+        into.extend(out.frames.drain(..));
+        out.bytes = 0;
+        Batch::Write
+    }
+
+    /// Bytes waiting in the outbox.
+    pub fn queued_bytes(&self) -> usize {
+        self.lock().bytes
+    }
+
+    /// Raises a signal for the reader task.
+    pub fn raise(&self, bits: u8) {
+        self.signals.fetch_or(bits, Ordering::AcqRel);
+        self.reader_wake.notify_one();
+    }
+
+    /// Takes the pending signals.
+    pub fn take_signals(&self) -> u8 {
+        self.signals.swap(0, Ordering::AcqRel)
+    }
+
+    fn wake_all(&self) {
+        self.signals.fetch_or(signal::STOP, Ordering::AcqRel);
+        self.reader_wake.notify_one();
+        self.writer_wake.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(n: usize) -> Bytes {
+        Bytes::from(vec![0u8; n])
+    }
+
+    #[test]
+    fn frames_are_taken_in_order_and_in_one_batch() {
+        let c = Conn::new(1, Serializer::V2, 100, 0);
+        assert!(c.push(Bytes::from_static(b"a")));
+        assert!(c.push(Bytes::from_static(b"b")));
+        let mut batch = Vec::new();
+        assert_eq!(c.take_batch(&mut batch), Batch::Write);
+        assert_eq!(batch, [Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        assert_eq!(c.take_batch(&mut Vec::new()), Batch::Wait);
+    }
+
+    #[test]
+    fn overflow_at_the_byte_limit_aborts() {
+        let c = Conn::new(1, Serializer::V2, 100, 0);
+        assert!(c.push(frame(60)));
+        assert!(c.push(frame(40)), "exactly at the limit is fine");
+        assert!(!c.push(frame(1)), "one byte over overflows");
+        assert_eq!(c.take_batch(&mut Vec::new()), Batch::Abort);
+        assert!(!c.push(frame(1)));
+        assert_ne!(c.take_signals() & signal::STOP, 0);
+    }
+
+    #[test]
+    fn a_drained_outbox_has_room_again() {
+        let c = Conn::new(1, Serializer::V2, 100, 0);
+        assert!(c.push(frame(100)));
+        c.take_batch(&mut Vec::new());
+        assert!(c.push(frame(100)));
+    }
+
+    #[test]
+    fn close_queues_a_close_frame_then_finishes() {
+        let c = Conn::new(1, Serializer::V1, 100, 0);
+        c.push(Bytes::from_static(b"x"));
+        c.close(1001, "bye");
+        assert!(!c.push(Bytes::from_static(b"late")));
+        let mut batch = Vec::new();
+        assert_eq!(c.take_batch(&mut batch), Batch::Write);
+        assert_eq!(batch.len(), 2);
+        assert_eq!(&batch[1][..], &[0x88, 5, 0x03, 0xE9, b'b', b'y', b'e']);
+        assert_eq!(c.take_batch(&mut Vec::new()), Batch::Finish);
+    }
+}

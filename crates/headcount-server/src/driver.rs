@@ -1,0 +1,181 @@
+//! The async shell around a [`Session`]: one reader task and one writer task per socket.
+//!
+//! The reader owns the socket's read half and the session; it turns bytes into messages,
+//! hands them to the session and performs the [`Flow`] it returns. The writer owns the write
+//! half and drains the connection's outbox, writing everything queued with one vectored write
+//! per batch.
+
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tracing::debug;
+
+use crate::conn::{Batch, Conn, signal};
+use crate::hub::Hub;
+use crate::session::{Flow, Session};
+use crate::ws::{self, Message, Opcode, WsReader, close_code};
+
+/// The time in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Runs one WebSocket connection to its end.
+pub async fn run<R, W>(
+    hub: Arc<Hub>,
+    conn: Arc<Conn>,
+    session: Session,
+    read: R,
+    write: W,
+    prefix: Bytes,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    hub.add_conn(conn.clone());
+    let writer = tokio::spawn(write_loop(conn.clone(), write));
+    let mut reader = WsReader::new(1024, hub.config.max_frame_size, hub.config.max_message_size);
+    reader.push_prefix(&prefix);
+    let mut session = session;
+    read_loop(&hub, &conn, &mut session, read, &mut reader).await;
+    session.terminate();
+    hub.remove_conn(conn.id);
+    conn.finish();
+    let _ = writer.await;
+    debug!(conn = conn.id, "connection ended");
+}
+
+async fn read_loop<R: AsyncRead + Unpin>(
+    hub: &Hub,
+    conn: &Conn,
+    session: &mut Session,
+    mut read: R,
+    reader: &mut WsReader,
+) {
+    loop {
+        loop {
+            match reader.next_message() {
+                Ok(Some(message)) => {
+                    let now = now_ms();
+                    let flow = match message {
+                        Message::Text(text) => session.handle_text(&text, now),
+                        Message::Binary(bin) => session.handle_binary(&bin, now),
+                        Message::Ping(data) => {
+                            conn.push(ws::encode_frame(Opcode::Pong, &data));
+                            Flow::Continue
+                        }
+                        Message::Pong => Flow::Continue,
+                        Message::Close(code) => Flow::Close(code.unwrap_or(close_code::NORMAL), ""),
+                    };
+                    if let Flow::Close(code, reason) = flow {
+                        conn.close(code, reason);
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(conn = conn.id, error = %e, "closing on a WebSocket error");
+                    conn.close(e.close_code(), &e.to_string());
+                    return;
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            () = conn.reader_wake.notified() => {
+                let bits = conn.take_signals();
+                if bits & signal::STOP != 0 {
+                    return;
+                }
+                let now = now_ms();
+                if bits & signal::IDLE != 0 {
+                    let idle = now.saturating_sub(conn.last_seen_ms.load(Ordering::Relaxed));
+                    if idle >= hub.config.idle_timeout.as_millis() as u64 {
+                        debug!(conn = conn.id, "closing an idle socket");
+                        conn.close(close_code::NORMAL, "idle timeout");
+                        return;
+                    }
+                }
+                if bits & signal::TIMERS != 0 {
+                    session.on_timers(now);
+                }
+            }
+            read = read.read_buf(reader.buffer()) => match read {
+                Ok(0) | Err(_) => {
+                    conn.abort();
+                    return;
+                }
+                Ok(_) => conn.last_seen_ms.store(now_ms(), Ordering::Relaxed),
+            },
+        }
+    }
+}
+
+/// At most this many frames go into one vectored write.
+const MAX_IOV: usize = 64;
+
+async fn write_loop<W: AsyncWrite + Unpin>(conn: Arc<Conn>, mut write: W) {
+    let mut batch: Vec<Bytes> = Vec::new();
+    loop {
+        match conn.take_batch(&mut batch) {
+            Batch::Write => {
+                if !write_batch(&conn, &mut write, &batch).await {
+                    conn.abort();
+                    return;
+                }
+                batch.clear();
+            }
+            Batch::Wait => conn.writer_wake.notified().await,
+            Batch::Finish => {
+                let _ = write.shutdown().await;
+                return;
+            }
+            Batch::Abort => return,
+        }
+    }
+}
+
+/// Writes every frame of `batch`; `false` if the socket failed or the connection was aborted
+/// meanwhile.
+async fn write_batch<W: AsyncWrite + Unpin>(conn: &Conn, write: &mut W, batch: &[Bytes]) -> bool {
+    let (mut index, mut offset) = (0, 0);
+    while index < batch.len() {
+        let slices: Vec<IoSlice<'_>> = batch[index..]
+            .iter()
+            .take(MAX_IOV)
+            .enumerate()
+            .map(|(i, b)| IoSlice::new(if i == 0 { &b[offset..] } else { b }))
+            .collect();
+        tokio::select! {
+            written = write.write_vectored(&slices) => {
+                let mut n = match written {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => n,
+                };
+                while n > 0 {
+                    let left = batch[index].len() - offset;
+                    if n >= left {
+                        n -= left;
+                        index += 1;
+                        offset = 0;
+                    } else {
+                        offset += n;
+                        n = 0;
+                    }
+                }
+            }
+            () = conn.writer_wake.notified() => {
+                if conn.is_aborted() {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}

@@ -1,0 +1,30 @@
+//! Building complete WebSocket frames from protocol encoders.
+
+use bytes::Bytes;
+use headcount_protocol::FrameKind;
+
+use crate::ws::Opcode;
+use crate::ws::frame::FrameBuilder;
+
+/// Runs a protocol encoder into a fresh frame and finishes it with the right opcode.
+pub fn build(size_hint: usize, encode: impl FnOnce(&mut Vec<u8>) -> FrameKind) -> Bytes {
+    let mut b = FrameBuilder::with_capacity(size_hint);
+    let kind = encode(b.payload());
+    b.finish(match kind {
+        FrameKind::Text => Opcode::Text,
+        FrameKind::Binary => Opcode::Binary,
+    })
+}
+
+/// Like [`build`], for encoders that may have nothing to send.
+pub fn try_build(
+    size_hint: usize,
+    encode: impl FnOnce(&mut Vec<u8>) -> Option<FrameKind>,
+) -> Option<Bytes> {
+    let mut b = FrameBuilder::with_capacity(size_hint);
+    let kind = encode(b.payload())?;
+    Some(b.finish(match kind {
+        FrameKind::Text => Opcode::Text,
+        FrameKind::Binary => Opcode::Binary,
+    }))
+}

@@ -1,0 +1,165 @@
+//! The HTTP surface: the WebSocket endpoints and the plain pages around them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use headcount_protocol::Serializer;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::conn::Conn;
+use crate::driver;
+use crate::hub::Hub;
+use crate::session::Session;
+use crate::ws::handshake::accept_key;
+
+/// The routes of the service.
+pub fn router(hub: Arc<Hub>) -> Router {
+    Router::new()
+        .route("/realtime/v1/websocket", get(websocket))
+        .route("/socket/websocket", get(websocket))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/", get(index))
+        .with_state(hub)
+}
+
+async fn index() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "headcount is running: a Supabase Realtime compatible presence and broadcast server.\n\
+         Point supabase-js at this address (createClient(url, anonKey)) and use channel presence \
+         and broadcast as usual.\n",
+    )
+}
+
+fn json_error(status: StatusCode, message: &str) -> Response {
+    let body = serde_json::json!({ "error": message }).to_string();
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// `GET /realtime/v1/websocket` and `GET /socket/websocket`: checks the serializer and the
+/// apikey as Supabase does (403 for an unknown `vsn`, 401 with a JSON error for a bad key),
+/// then upgrades.
+async fn websocket(
+    State(hub): State<Arc<Hub>>,
+    Query(params): Query<HashMap<String, String>>,
+    mut req: Request,
+) -> Response {
+    let Some(serializer) = Serializer::from_vsn(params.get("vsn").map(String::as_str)) else {
+        return StatusCode::FORBIDDEN.into_response();
+    };
+    let headers = req.headers();
+    let apikey = headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| params.get("apikey").cloned());
+    let Some(apikey) = apikey else {
+        return json_error(StatusCode::UNAUTHORIZED, "API key is missing");
+    };
+    let now = driver::now_ms();
+    if let Err(e) = hub.verifier.verify(&apikey, (now / 1000) as i64) {
+        debug!(error = %e, "refused a connection");
+        return json_error(StatusCode::UNAUTHORIZED, e.connect_error());
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| accept_key(k.as_bytes()));
+    let is_upgrade = req.method() == Method::GET
+        && header_has_token(headers, header::CONNECTION, "upgrade")
+        && header_has_token(headers, header::UPGRADE, "websocket");
+    let (true, Some(accept)) = (is_upgrade, key) else {
+        return (StatusCode::BAD_REQUEST, "expected a WebSocket upgrade").into_response();
+    };
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(HeaderValue::as_bytes)
+        != Some(b"13")
+    {
+        return (
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::SEC_WEBSOCKET_VERSION, "13")],
+        )
+            .into_response();
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let token = crate::auth::clean_token(&apikey);
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => {
+                let conn = Arc::new(Conn::new(
+                    hub.next_id(),
+                    serializer,
+                    hub.config.outbox_limit,
+                    driver::now_ms(),
+                ));
+                let session = Session::new(hub.clone(), conn.clone(), token);
+                match upgraded.downcast::<TokioIo<TcpStream>>() {
+                    Ok(parts) => {
+                        let (read, write) = parts.io.into_inner().into_split();
+                        driver::run(hub, conn, session, read, write, parts.read_buf).await;
+                    }
+                    Err(upgraded) => {
+                        let (read, write) = tokio::io::split(TokioIo::new(upgraded));
+                        driver::run(hub, conn, session, read, write, Bytes::new()).await;
+                    }
+                }
+            }
+            Err(e) => debug!(error = %e, "upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(axum::body::Body::empty())
+        .expect("a valid response")
+}
+
+/// Serves HTTP on one accepted TCP connection until it ends, is upgraded, or the server stops.
+pub async fn serve_connection(
+    stream: TcpStream,
+    app: Router,
+    header_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = TowerToHyperService::new(app);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => {
+            if let Err(e) = result {
+                debug!(error = %e, "HTTP connection ended with an error");
+            }
+        }
+        () = async { let _ = stop.wait_for(|stopping| *stopping).await; } => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}

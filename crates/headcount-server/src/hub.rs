@@ -1,0 +1,401 @@
+//! The channel registry and fan-out.
+//!
+//! A [`Hub`] maps topics to [`Channel`]s, sharded by topic hash. A channel owns its member list
+//! and its presence state behind one short mutex: every change to presence, and every frame it
+//! fans out, happens inside that critical section, so all members see the same frames in the
+//! same order. The lock is never held across an `.await`; fanning out only pushes shared
+//! [`Bytes`] into each member's outbox.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use headcount_presence::{ChannelPresence, Diff, Payload, PhxRef, RefGenerator};
+use headcount_protocol::{Encoding, Ref, Serializer, encode};
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::conn::{Conn, ConnId};
+use crate::frames;
+
+/// One socket's membership of one channel, unique within this node.
+pub type MemberId = u64;
+
+const SHARDS: usize = 64;
+
+/// Names a channel. Public and private channels with the same topic are different rooms.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChannelKey {
+    /// Whether the channel was joined with `config.private: true`.
+    pub private: bool,
+    /// The full topic, such as `realtime:room1`.
+    pub topic: Box<str>,
+}
+
+/// A member of a channel.
+#[derive(Debug)]
+pub struct Member {
+    /// Unique within this node.
+    pub id: MemberId,
+    /// The member's socket.
+    pub conn: Arc<Conn>,
+    /// The `join_ref` the member joined with; channel pushes carry it.
+    pub join_ref: Ref,
+    /// Whether the member receives its own broadcasts (`config.broadcast.self`).
+    pub self_broadcast: bool,
+}
+
+/// A message to fan out as a broadcast.
+#[derive(Debug, Clone, Copy)]
+pub enum Broadcast<'a> {
+    /// A JSON `broadcast` payload, relayed byte for byte.
+    Json(&'a str),
+    /// A user broadcast from a binary push.
+    User {
+        /// The user's event name.
+        event: &'a str,
+        /// How `body` is encoded.
+        encoding: Encoding,
+        /// The user's payload.
+        body: &'a [u8],
+    },
+}
+
+impl Broadcast<'_> {
+    fn size(&self) -> usize {
+        match self {
+            Broadcast::Json(p) => p.len(),
+            Broadcast::User { event, body, .. } => event.len() + body.len(),
+        }
+    }
+
+    fn encode(&self, serializer: Serializer, topic: &str) -> Option<Bytes> {
+        let hint = self.size() + topic.len() + 64;
+        match *self {
+            Broadcast::Json(payload) => Some(frames::build(hint, |out| {
+                encode::broadcast(out, serializer, topic, "broadcast", payload)
+            })),
+            Broadcast::User {
+                event,
+                encoding,
+                body,
+            } => frames::try_build(hint, |out| {
+                encode::user_broadcast(out, serializer, topic, event, encoding, body)
+            }),
+        }
+    }
+}
+
+/// The mutable state of a channel. Owned by [`Channel::state`]'s mutex.
+#[derive(Debug, Default)]
+struct ChannelState {
+    members: Vec<Member>,
+    presence: ChannelPresence<MemberId>,
+    /// Set, under the registry shard's lock, when the channel left the registry: a socket that
+    /// found it there just before must look again.
+    dead: bool,
+}
+
+/// One topic's members and presence.
+#[derive(Debug)]
+pub struct Channel {
+    /// The channel's name.
+    pub key: ChannelKey,
+    state: Mutex<ChannelState>,
+}
+
+/// Sends one frame per serializer, encoded at most once each, to every member but `skip`.
+fn fan_out(
+    members: &[Member],
+    skip: Option<MemberId>,
+    encode: impl Fn(Serializer) -> Option<Bytes>,
+) {
+    let mut cache: [Option<Option<Bytes>>; 2] = [None, None];
+    for m in members {
+        if Some(m.id) == skip {
+            continue;
+        }
+        let slot = match m.conn.serializer {
+            Serializer::V1 => &mut cache[0],
+            Serializer::V2 => &mut cache[1],
+        };
+        if let Some(frame) = slot.get_or_insert_with(|| encode(m.conn.serializer)) {
+            m.conn.push(frame.clone());
+        }
+    }
+}
+
+fn publish_diff(topic: &str, members: &[Member], diff: &Diff) {
+    let json = diff.to_json();
+    fan_out(members, None, |serializer| {
+        Some(frames::build(json.len() + topic.len() + 48, |out| {
+            encode::broadcast(out, serializer, topic, "presence_diff", &json)
+        }))
+    });
+}
+
+impl Channel {
+    fn lock(&self) -> MutexGuard<'_, ChannelState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Adds a member: queues its join `reply` and, when `send_state`, the `presence_state`,
+    /// before any later diff. Gives the member back if the channel has just died.
+    fn add(&self, member: Member, reply: Bytes, send_state: bool) -> Result<(), Member> {
+        let mut state = self.lock();
+        if state.dead {
+            return Err(member);
+        }
+        member.conn.push(reply);
+        if send_state {
+            let json = state.presence.state_json();
+            let topic = &self.key.topic;
+            member
+                .conn
+                .push(frames::build(json.len() + topic.len() + 48, |out| {
+                    encode::push(
+                        out,
+                        member.conn.serializer,
+                        &member.join_ref,
+                        topic,
+                        "presence_state",
+                        &json,
+                    )
+                }));
+        }
+        state.members.push(member);
+        Ok(())
+    }
+
+    /// Removes a member and its presence (a leave diff goes to the others). Returns whether the
+    /// channel is now empty.
+    fn remove(&self, id: MemberId) -> bool {
+        let mut state = self.lock();
+        if let Some(at) = state.members.iter().position(|m| m.id == id) {
+            state.members.swap_remove(at);
+        }
+        if let Some(diff) = state.presence.untrack(id) {
+            publish_diff(&self.key.topic, &state.members, &diff);
+        }
+        state.members.is_empty() && state.presence.is_empty()
+    }
+
+    /// Fans a broadcast out to every member, the sender included only with `include_self`.
+    pub fn broadcast(&self, from: MemberId, include_self: bool, msg: Broadcast<'_>) {
+        let state = self.lock();
+        let skip = if include_self { None } else { Some(from) };
+        fan_out(&state.members, skip, |serializer| {
+            msg.encode(serializer, &self.key.topic)
+        });
+    }
+
+    /// Tracks member `id` under `key`. `reply` goes to the member first, then the diff (if
+    /// anything changed) to every member.
+    pub fn track(
+        &self,
+        id: MemberId,
+        conn: &Conn,
+        key: &str,
+        payload: Payload,
+        phx_ref: PhxRef,
+        reply: Bytes,
+    ) {
+        let mut state = self.lock();
+        conn.push(reply);
+        if let Some(diff) = state.presence.track(id, key, payload, phx_ref) {
+            publish_diff(&self.key.topic, &state.members, &diff);
+        }
+    }
+
+    /// Untracks member `id`. `reply` goes to the member first, then the leave to every member.
+    pub fn untrack(&self, id: MemberId, conn: &Conn, reply: Bytes) {
+        let mut state = self.lock();
+        conn.push(reply);
+        if let Some(diff) = state.presence.untrack(id) {
+            publish_diff(&self.key.topic, &state.members, &diff);
+        }
+    }
+
+    /// The payload member `id` is tracked with, if any.
+    pub fn tracked_payload(&self, id: MemberId) -> Option<Payload> {
+        self.lock()
+            .presence
+            .get(id)
+            .map(|(_, meta)| meta.payload.clone())
+    }
+
+    /// `(members, presence keys, metas)`.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let state = self.lock();
+        (
+            state.members.len(),
+            state.presence.key_count(),
+            state.presence.meta_count(),
+        )
+    }
+}
+
+type Shard<K, V> = Mutex<HashMap<K, V>>;
+
+/// Every channel and connection of this node.
+#[derive(Debug)]
+pub struct Hub {
+    /// The configuration the server runs with.
+    pub config: Arc<Config>,
+    /// Checks tokens.
+    pub verifier: Verifier,
+    channels: Box<[Shard<ChannelKey, Arc<Channel>>]>,
+    conns: Box<[Shard<ConnId, Arc<Conn>>]>,
+    hasher: std::collections::hash_map::RandomState,
+    next_id: AtomicU64,
+    refs: Mutex<RefGenerator>,
+    node: [u8; 6],
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: Config) -> Hub {
+        let node: [u8; 6] = rand_node();
+        Hub {
+            verifier: Verifier::new(&config.jwt_secret),
+            config: Arc::new(config),
+            channels: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            conns: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: Default::default(),
+            next_id: AtomicU64::new(1),
+            refs: Mutex::new(RefGenerator::new(u16::from_be_bytes([node[4], node[5]]))),
+            node,
+        }
+    }
+
+    /// A fresh id for a connection or a membership.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A fresh `phx_ref`, given the time in nanoseconds since the Unix epoch.
+    pub fn next_phx_ref(&self, now_ns: u64) -> PhxRef {
+        lock(&self.refs).next(now_ns)
+    }
+
+    /// A fresh presence key for a member that joined without one: a UUID version 1, as
+    /// Supabase uses.
+    pub fn new_presence_key(&self) -> String {
+        uuid::Uuid::now_v1(&self.node).to_string()
+    }
+
+    fn shard<K: Hash>(&self, key: &K) -> usize {
+        (self.hasher.hash_one(key) as usize) % SHARDS
+    }
+
+    /// Adds `member` to the channel `key` (created if needed), queuing `reply` and then, with
+    /// `send_state`, the presence state for it.
+    pub fn join(
+        &self,
+        key: ChannelKey,
+        mut member: Member,
+        reply: Bytes,
+        send_state: bool,
+    ) -> Arc<Channel> {
+        let shard = &self.channels[self.shard(&key)];
+        loop {
+            let channel = lock(shard)
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    Arc::new(Channel {
+                        key: key.clone(),
+                        state: Mutex::default(),
+                    })
+                })
+                .clone();
+            match channel.add(member, reply.clone(), send_state) {
+                Ok(()) => return channel,
+                Err(back) => member = back,
+            }
+        }
+    }
+
+    /// Removes member `id` from `channel` (and its presence), dropping the channel when empty.
+    pub fn leave(&self, channel: &Arc<Channel>, id: MemberId) {
+        if !channel.remove(id) {
+            return;
+        }
+        let mut shard = lock(&self.channels[self.shard(&channel.key)]);
+        let mut state = channel.lock();
+        if state.members.is_empty() && state.presence.is_empty() && !state.dead {
+            state.dead = true;
+            shard.remove(&channel.key);
+        }
+    }
+
+    /// The channel `key`, if it exists.
+    pub fn channel(&self, key: &ChannelKey) -> Option<Arc<Channel>> {
+        lock(&self.channels[self.shard(key)]).get(key).cloned()
+    }
+
+    /// Every channel.
+    pub fn channels(&self) -> Vec<Arc<Channel>> {
+        self.channels
+            .iter()
+            .flat_map(|s| lock(s).values().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// Registers a connection with the shared timer.
+    pub fn add_conn(&self, conn: Arc<Conn>) {
+        lock(&self.conns[self.shard(&conn.id)]).insert(conn.id, conn);
+    }
+
+    /// Forgets a connection.
+    pub fn remove_conn(&self, id: ConnId) {
+        lock(&self.conns[self.shard(&id)]).remove(&id);
+    }
+
+    /// Every connection.
+    pub fn conns(&self) -> Vec<Arc<Conn>> {
+        self.conns
+            .iter()
+            .flat_map(|s| lock(s).values().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    /// The number of connections.
+    pub fn conn_count(&self) -> usize {
+        self.conns.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// One pass of the shared timer: raises [`crate::conn::signal`]s on sockets that have been
+    /// idle too long or whose channel tokens expired.
+    pub fn sweep(&self, now_ms: u64) {
+        let idle_ms = self.config.idle_timeout.as_millis() as u64;
+        for shard in self.conns.iter() {
+            for conn in lock(shard).values() {
+                let mut bits = 0;
+                if now_ms.saturating_sub(conn.last_seen_ms.load(Ordering::Relaxed)) >= idle_ms {
+                    bits |= crate::conn::signal::IDLE;
+                }
+                if now_ms >= conn.token_deadline_ms.load(Ordering::Relaxed) {
+                    bits |= crate::conn::signal::TIMERS;
+                }
+                if bits != 0 {
+                    conn.raise(bits);
+                }
+            }
+        }
+    }
+}
+
+fn rand_node() -> [u8; 6] {
+    let id = uuid::Uuid::new_v4();
+    let b = id.as_bytes();
+    // A random node id has the multicast bit set (RFC 4122 §4.5).
+    [b[0] | 0x01, b[1], b[2], b[3], b[4], b[5]]
+}

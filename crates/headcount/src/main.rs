@@ -1,0 +1,166 @@
+//! `headcount`: the command-line front door.
+//!
+//! * `headcount serve`: runs the server (one node, in memory);
+//! * `headcount token`: prints a signed JWT for a role.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use base64::Engine;
+use clap::{Args, Parser, Subcommand};
+use headcount_server::{Config, auth};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "headcount",
+    version,
+    about = "A self-hosted presence and broadcast service that speaks the Supabase Realtime protocol"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print a signed JWT.
+    Token(TokenArgs),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4000", env = "HEADCOUNT_BIND")]
+    bind: SocketAddr,
+    /// The secret that signs JWTs (HS256/384/512). Without one, a secret is generated and the
+    /// keys signed with it are printed.
+    #[arg(long, env = "HEADCOUNT_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Close sockets that send nothing for this many seconds.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    idle_timeout: u64,
+}
+
+#[derive(Args, Debug)]
+struct TokenArgs {
+    /// The secret to sign with.
+    #[arg(long, env = "HEADCOUNT_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: String,
+    /// The `role` claim (`anon`, `authenticated`, `service_role`, ...).
+    #[arg(long)]
+    role: String,
+    /// The `sub` claim (the user id).
+    #[arg(long)]
+    sub: Option<String>,
+    /// Seconds until the token expires.
+    #[arg(
+        long,
+        default_value_t = 3600,
+        value_name = "SECONDS",
+        allow_negative_numbers = true
+    )]
+    exp_in: i64,
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Token(args) => {
+            let now = now_secs();
+            println!(
+                "{}",
+                auth::sign(
+                    &args.jwt_secret,
+                    &args.role,
+                    args.sub.as_deref(),
+                    now,
+                    now + args.exp_in
+                )
+            );
+            Ok(())
+        }
+        Command::Serve(args) => serve(args),
+    }
+}
+
+/// Ten years, like the keys `supabase start` prints.
+const KEY_LIFETIME: i64 = 10 * 365 * 24 * 3600;
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let generated = args.jwt_secret.is_none();
+    let secret = args.jwt_secret.unwrap_or_else(|| {
+        let bytes = [
+            *uuid::Uuid::new_v4().as_bytes(),
+            *uuid::Uuid::new_v4().as_bytes(),
+        ]
+        .concat();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    });
+    let now = now_secs();
+    let anon = auth::sign(&secret, "anon", None, now, now + KEY_LIFETIME);
+    let mut config = Config::new(secret.clone());
+    config.idle_timeout = Duration::from_secs(args.idle_timeout);
+    config.anon_key = Some(anon.clone());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.bind))?;
+        let addr = listener.local_addr()?;
+        println!("headcount {} is running.\n", env!("CARGO_PKG_VERSION"));
+        println!("         API URL: http://{addr}");
+        println!("   WebSocket URL: ws://{addr}/realtime/v1/websocket");
+        println!("        anon key: {anon}");
+        if generated {
+            let service = auth::sign(&secret, "service_role", None, now, now + KEY_LIFETIME);
+            println!("service_role key: {service}");
+            println!("      JWT secret: {secret}");
+            println!("\nThe secret was generated for this run; pass --jwt-secret (or HEADCOUNT_JWT_SECRET) to keep keys valid across restarts.");
+        }
+        println!();
+        headcount_server::run(listener, config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested");
+}
