@@ -267,7 +267,9 @@ mod tests {
             "InvalidJWTToken: Fields `role` and `exp` are required in JWT"
         );
 
-        for junk in ["", "abc", "a.b", "a.b.c.d", "W10.e30.", "e30.W10.", "!!.??.x"] {
+        for junk in [
+            "", "abc", "a.b", "a.b.c.d", "W10.e30.", "e30.W10.", "!!.??.x",
+        ] {
             assert_eq!(v().verify(junk, NOW), Err(AuthError::Malformed), "{junk:?}");
         }
         // Objects that decode, but a header without `typ: JWT`, fail at the signer, as in Supabase.

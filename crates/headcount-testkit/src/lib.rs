@@ -27,7 +27,10 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// A token for `role`, expiring in `exp_in` seconds (negative: already expired).
@@ -68,14 +71,21 @@ impl TestServer {
         let mut config = Config::new(SECRET);
         config.tick = Duration::from_millis(50);
         adjust(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
         let hub = Arc::new(Hub::new(config));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(headcount_server::serve(listener, hub.clone(), async move {
             let _ = rx.await;
         }));
-        TestServer { addr, hub, shutdown: Some(tx), task: Some(task) }
+        TestServer {
+            addr,
+            hub,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -95,7 +105,9 @@ impl TestServer {
 
     /// A client connected with an anon key and serializer `vsn` (`"1.0.0"` or `"2.0.0"`).
     pub async fn client(&self, vsn: &str) -> WsClient {
-        WsClient::connect(&self.ws_url(Some(vsn), &anon())).await.expect("connect")
+        WsClient::connect(&self.ws_url(Some(vsn), &anon()))
+            .await
+            .expect("connect")
     }
 
     /// Stops the server and waits for it to finish.
@@ -145,6 +157,8 @@ pub enum Frame {
     Binary(Vec<u8>),
     /// A close frame (code, reason).
     Close(Option<(u16, String)>),
+    /// A pong (only from [`WsClient::recv_any`]).
+    Pong(Vec<u8>),
     /// The connection ended without a close frame.
     Ended,
 }
@@ -171,10 +185,18 @@ impl WsClient {
     pub async fn connect(url: &str) -> Result<WsClient, Refused> {
         let v2 = url.contains("vsn=2.");
         match tokio_tungstenite::connect_async(url).await {
-            Ok((ws, _)) => Ok(WsClient { ws, v2, next_ref: 100 }),
+            Ok((ws, _)) => Ok(WsClient {
+                ws,
+                v2,
+                next_ref: 100,
+            }),
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(Refused {
                 status: resp.status().as_u16(),
-                body: resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default(),
+                body: resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default(),
             }),
             Err(e) => panic!("cannot connect to {url}: {e}"),
         }
@@ -188,16 +210,29 @@ impl WsClient {
 
     /// Sends a text frame as is.
     pub async fn send_text(&mut self, text: impl Into<String>) {
-        self.ws.send(Message::text(text.into())).await.expect("send text");
+        self.ws
+            .send(Message::text(text.into()))
+            .await
+            .expect("send text");
     }
 
     /// Sends a binary frame as is.
     pub async fn send_binary(&mut self, bytes: Vec<u8>) {
-        self.ws.send(Message::binary(bytes)).await.expect("send binary");
+        self.ws
+            .send(Message::binary(bytes))
+            .await
+            .expect("send binary");
     }
 
     /// Sends a message in this socket's serializer.
-    pub async fn send(&mut self, join_ref: Value, msg_ref: Value, topic: &str, event: &str, payload: Value) {
+    pub async fn send(
+        &mut self,
+        join_ref: Value,
+        msg_ref: Value,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) {
         let text = if self.v2 {
             json!([join_ref, msg_ref, topic, event, payload]).to_string()
         } else {
@@ -208,9 +243,16 @@ impl WsClient {
     }
 
     /// Sends a message with a fresh ref; returns the ref.
-    pub async fn push(&mut self, join_ref: &str, topic: &str, event: &str, payload: Value) -> String {
+    pub async fn push(
+        &mut self,
+        join_ref: &str,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) -> String {
         let r = self.next_ref();
-        self.send(json!(join_ref), json!(r), topic, event, payload).await;
+        self.send(json!(join_ref), json!(r), topic, event, payload)
+            .await;
         r
     }
 
@@ -222,13 +264,36 @@ impl WsClient {
         }
     }
 
+    /// The next frame, pongs included; fails the test after [`WAIT`].
+    pub async fn recv_any(&mut self) -> Frame {
+        match tokio::time::timeout(WAIT, self.recv_frame(true)).await {
+            Ok(frame) => frame,
+            Err(_) => panic!("no frame from the server within {WAIT:?}"),
+        }
+    }
+
+    /// Sends a WebSocket ping.
+    pub async fn ping(&mut self, data: Vec<u8>) {
+        self.ws
+            .send(Message::Ping(data.into()))
+            .await
+            .expect("send ping");
+    }
+
     async fn recv_raw(&mut self) -> Frame {
+        self.recv_frame(false).await
+    }
+
+    async fn recv_frame(&mut self, pongs: bool) -> Frame {
         loop {
             match self.ws.next().await {
+                Some(Ok(Message::Pong(p))) if pongs => return Frame::Pong(p.to_vec()),
                 Some(Ok(Message::Text(t))) => return Frame::Text(t.to_string()),
                 Some(Ok(Message::Binary(b))) => return Frame::Binary(b.to_vec()),
                 Some(Ok(Message::Close(c))) => {
-                    return Frame::Close(c.map(|CloseFrame { code, reason }| (code.into(), reason.to_string())));
+                    return Frame::Close(
+                        c.map(|CloseFrame { code, reason }| (code.into(), reason.to_string())),
+                    );
                 }
                 Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return Frame::Ended,
@@ -250,9 +315,12 @@ impl WsClient {
 
     /// Decodes a text frame in this socket's serializer.
     pub fn decode(&self, text: &str) -> Msg {
-        let v: Value = serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+        let v: Value =
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
         if self.v2 {
-            let a = v.as_array().unwrap_or_else(|| panic!("not an array: {text}"));
+            let a = v
+                .as_array()
+                .unwrap_or_else(|| panic!("not an array: {text}"));
             assert_eq!(a.len(), 5, "a 2.0.0 frame has 5 elements: {text}");
             Msg {
                 join_ref: a[0].clone(),
@@ -262,9 +330,18 @@ impl WsClient {
                 payload: a[4].clone(),
             }
         } else {
-            let o = v.as_object().unwrap_or_else(|| panic!("not an object: {text}"));
-            assert!(!o.contains_key("join_ref"), "1.0.0 frames never carry join_ref: {text}");
-            assert_eq!(o.len(), 4, "a 1.0.0 frame has topic, event, payload, ref: {text}");
+            let o = v
+                .as_object()
+                .unwrap_or_else(|| panic!("not an object: {text}"));
+            assert!(
+                !o.contains_key("join_ref"),
+                "1.0.0 frames never carry join_ref: {text}"
+            );
+            assert_eq!(
+                o.len(),
+                4,
+                "a 1.0.0 frame has topic, event, payload, ref: {text}"
+            );
             Msg {
                 join_ref: Value::Null,
                 msg_ref: o["ref"].clone(),
@@ -306,7 +383,8 @@ impl WsClient {
     /// Joins `topic` with `payload` (join_ref = ref); returns `(join_ref, reply)`.
     pub async fn join_with(&mut self, topic: &str, payload: Value) -> (String, Msg) {
         let r = self.next_ref();
-        self.send(json!(r), json!(r), topic, "phx_join", payload).await;
+        self.send(json!(r), json!(r), topic, "phx_join", payload)
+            .await;
         let reply = self.expect_reply(&r).await;
         (r, reply)
     }
@@ -316,10 +394,17 @@ impl WsClient {
     pub async fn join(&mut self, topic: &str, config: Value) -> String {
         let presence = config["presence"]["enabled"].as_bool().unwrap_or(false);
         let (jr, reply) = self.join_with(topic, json!({ "config": config })).await;
-        assert_eq!(reply.payload, json!({"status":"ok","response":{"postgres_changes":[]}}), "join of {topic}");
+        assert_eq!(
+            reply.payload,
+            json!({"status":"ok","response":{"postgres_changes":[]}}),
+            "join of {topic}"
+        );
         if presence {
             let state = self.recv_msg().await;
-            assert_eq!((state.topic.as_str(), state.event.as_str()), (topic, "presence_state"));
+            assert_eq!(
+                (state.topic.as_str(), state.event.as_str()),
+                (topic, "presence_state")
+            );
         }
         jr
     }
@@ -339,8 +424,10 @@ impl WsClient {
                         return m;
                     }
                 }
-                Frame::Close(_) | Frame::Ended => panic!("closed while waiting for reply {msg_ref}: {frame:?}"),
-                Frame::Binary(_) => {}
+                Frame::Close(_) | Frame::Ended => {
+                    panic!("closed while waiting for reply {msg_ref}: {frame:?}")
+                }
+                Frame::Binary(_) | Frame::Pong(_) => {}
             }
         }
     }
