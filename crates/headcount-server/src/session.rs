@@ -60,14 +60,20 @@ const JOIN_OK: &str = r#"{"postgres_changes":[]}"#;
 
 /// The options of a `phx_join` payload, read leniently: Supabase logs an invalid payload and
 /// joins with the defaults.
-#[derive(Debug, Default)]
-struct JoinOptions {
-    ack: bool,
-    self_broadcast: bool,
-    presence_enabled: bool,
-    presence_key: Option<String>,
-    private: bool,
-    access_token: Option<String>,
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct JoinOptions {
+    /// `config.broadcast.ack`: reply to each broadcast.
+    pub ack: bool,
+    /// `config.broadcast.self`: receive one's own broadcasts.
+    pub self_broadcast: bool,
+    /// `config.presence.enabled`: send `presence_state` after the join.
+    pub presence_enabled: bool,
+    /// `config.presence.key`, when given and not empty (non-strings as their JSON text).
+    pub presence_key: Option<String>,
+    /// `config.private`.
+    pub private: bool,
+    /// `access_token` (or its alias `user_token`), when it is a string.
+    pub access_token: Option<String>,
 }
 
 /// Supabase's `FlexibleBoolean`: `true`/`false`, or those words in any case.
@@ -80,7 +86,8 @@ fn flexible_bool(v: Option<&Value>) -> bool {
 }
 
 impl JoinOptions {
-    fn parse(payload: Option<&str>) -> JoinOptions {
+    /// Reads a join payload (JSON text); anything unreadable gives the defaults.
+    pub fn parse(payload: Option<&str>) -> JoinOptions {
         let value: Value = payload
             .and_then(|p| serde_json::from_str(p).ok())
             .unwrap_or(Value::Null);
