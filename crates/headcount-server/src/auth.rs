@@ -9,6 +9,7 @@ use std::collections::HashSet;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::jwk::AlgorithmParameters;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::{Map, Value};
 
@@ -79,15 +80,43 @@ pub struct Claims {
     pub all: Map<String, Value>,
 }
 
-/// Verifies tokens signed with one HMAC secret.
+/// The longest token accepted, in bytes; anything longer is refused as malformed.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// The key family a JWK belongs to, which must agree with the token's `alg`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum KeyKind {
+    Oct,
+    Rsa,
+    Ec,
+    Okp,
+}
+
+#[derive(Clone)]
+struct PublicKey {
+    kid: String,
+    kind: KeyKind,
+    key: DecodingKey,
+}
+
+/// Verifies tokens: HS256/384/512 with the secret, and RS256/384/512, ES256/384 and EdDSA
+/// with the keys of a JWKS file, chosen by the token's `kid` (as Supabase does; an HS token
+/// whose `kid` names an `oct` key in the JWKS uses that key instead of the secret).
 #[derive(Clone)]
 pub struct Verifier {
-    key: DecodingKey,
+    secret: DecodingKey,
+    jwks: Vec<PublicKey>,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Verifier { key: <redacted> }")
+        f.debug_struct("Verifier")
+            .field("secret", &"<redacted>")
+            .field(
+                "jwks_kids",
+                &self.jwks.iter().map(|k| k.kid.as_str()).collect::<Vec<_>>(),
+            )
+            .finish()
     }
 }
 
@@ -127,12 +156,51 @@ impl Verifier {
     /// A verifier for tokens signed with `secret`.
     pub fn new(secret: &str) -> Verifier {
         Verifier {
-            key: DecodingKey::from_secret(secret.as_bytes()),
+            secret: DecodingKey::from_secret(secret.as_bytes()),
+            jwks: Vec::new(),
         }
+    }
+
+    /// A verifier that also knows the public (and `oct`) keys of a JWKS document
+    /// (`{"keys": [...]}`). Keys without a `kid` are skipped: tokens choose keys by `kid`.
+    pub fn with_jwks(secret: &str, jwks_json: &str) -> Result<Verifier, String> {
+        let set: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_str(jwks_json).map_err(|e| format!("invalid JWKS: {e}"))?;
+        let mut verifier = Verifier::new(secret);
+        for jwk in &set.keys {
+            let Some(kid) = jwk.common.key_id.clone() else {
+                continue;
+            };
+            let kind = match &jwk.algorithm {
+                AlgorithmParameters::RSA(_) => KeyKind::Rsa,
+                AlgorithmParameters::EllipticCurve(_) => KeyKind::Ec,
+                AlgorithmParameters::OctetKeyPair(_) => KeyKind::Okp,
+                AlgorithmParameters::OctetKey(_) => KeyKind::Oct,
+            };
+            let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("JWKS key {kid:?}: {e}"))?;
+            verifier.jwks.push(PublicKey { kid, kind, key });
+        }
+        Ok(verifier)
+    }
+
+    /// The number of JWKS keys known.
+    pub fn jwks_len(&self) -> usize {
+        self.jwks.len()
+    }
+
+    fn jwk(&self, kid: Option<&str>, kind: KeyKind) -> Option<&DecodingKey> {
+        let kid = kid?;
+        self.jwks
+            .iter()
+            .find(|k| k.kind == kind && k.kid == kid)
+            .map(|k| &k.key)
     }
 
     /// Checks `token` at `now` (seconds since the Unix epoch).
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Malformed);
+        }
         let token = clean_token(token);
         let mut parts = token.split('.');
         let (Some(header), Some(claims), Some(_sig), None) =
@@ -142,10 +210,27 @@ impl Verifier {
         };
         let claims = decode_json_object(claims).ok_or(AuthError::Malformed)?;
         let header = decode_json_object(header).ok_or(AuthError::Malformed)?;
-        let alg = match (header.get("typ"), header.get("alg").and_then(Value::as_str)) {
-            (Some(Value::String(typ)), Some("HS256")) if typ == "JWT" => Algorithm::HS256,
-            (Some(Value::String(typ)), Some("HS384")) if typ == "JWT" => Algorithm::HS384,
-            (Some(Value::String(typ)), Some("HS512")) if typ == "JWT" => Algorithm::HS512,
+        if header.get("typ").and_then(Value::as_str) != Some("JWT") {
+            return Err(AuthError::Signer);
+        }
+        let kid = header.get("kid").and_then(Value::as_str);
+        let (alg, key) = match header.get("alg").and_then(Value::as_str) {
+            Some(name @ ("HS256" | "HS384" | "HS512")) => {
+                let alg = name.parse().expect("a known HS algorithm");
+                (alg, self.jwk(kid, KeyKind::Oct).unwrap_or(&self.secret))
+            }
+            Some(name @ ("RS256" | "RS384" | "RS512")) => (
+                name.parse().expect("a known RS algorithm"),
+                self.jwk(kid, KeyKind::Rsa).ok_or(AuthError::Signer)?,
+            ),
+            Some(name @ ("ES256" | "ES384")) => (
+                name.parse().expect("a known ES algorithm"),
+                self.jwk(kid, KeyKind::Ec).ok_or(AuthError::Signer)?,
+            ),
+            Some("EdDSA") => (
+                Algorithm::EdDSA,
+                self.jwk(kid, KeyKind::Okp).ok_or(AuthError::Signer)?,
+            ),
             _ => return Err(AuthError::Signer),
         };
         let mut validation = Validation::new(alg);
@@ -153,12 +238,15 @@ impl Verifier {
         validation.validate_nbf = false;
         validation.validate_aud = false;
         validation.required_spec_claims = HashSet::new();
-        match jsonwebtoken::decode::<Value>(&token, &self.key, &validation) {
+        match jsonwebtoken::decode::<Value>(&token, key, &validation) {
             Ok(_) => {}
-            Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
-                return Err(AuthError::Signature);
+            Err(e) => {
+                return Err(match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => AuthError::Signature,
+                    jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => AuthError::Signer,
+                    _ => AuthError::Malformed,
+                });
             }
-            Err(_) => return Err(AuthError::Malformed),
         }
         let exp = match claims.get("exp") {
             None => None,

@@ -2,13 +2,29 @@
 
 use std::time::Duration;
 
+use crate::auth::Verifier;
+use crate::policy::Policy;
+
 /// Everything the server needs to know, with defaults that suit one self-hosted node.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// The HMAC secret that signs and verifies JWTs (HS256/384/512).
     pub jwt_secret: String,
+    /// Verifies tokens: the secret, plus the public keys of a JWKS file when one is configured.
+    /// [`Config::new`] builds it from the secret alone.
+    pub verifier: Verifier,
+    /// The authorization rules of private channels. Without rules, private channels are refused.
+    pub policy: Policy,
+    /// When set, a member may only track itself under the presence key equal to its token's
+    /// `sub` (and an empty key means the `sub`).
+    pub strict_presence: bool,
+    /// Origins allowed to open sockets (exact `scheme://host[:port]` matches). Empty: any.
+    /// Requests without an `Origin` header (non-browser clients) are always allowed.
+    pub allowed_origins: Vec<String>,
     /// A socket that sends no frame for this long is closed (Phoenix's default: 60 s).
     pub idle_timeout: Duration,
+    /// A socket that has no channel joined for this long is closed.
+    pub unjoined_timeout: Duration,
     /// How often the shared timer looks for idle sockets and expired tokens.
     pub tick: Duration,
     /// The largest WebSocket frame accepted from a client (Supabase: 5,000,000 bytes).
@@ -22,22 +38,79 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// On shutdown, how long to wait for connections to finish after telling them to go.
     pub shutdown_grace: Duration,
+    /// Rate and size limits.
+    pub limits: Limits,
     /// The public anon key to hand to the demo page, if any.
     pub anon_key: Option<String>,
+}
+
+/// Rate and size limits, with Supabase's error strings when exceeded.
+///
+/// Per-socket and per-channel limits are on by default with Supabase's values; service-wide
+/// rates are off (`None`) so a busy room or a benchmark is never throttled by surprise.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Channels one socket may join (`ChannelRateLimitReached: Too many channels`).
+    pub max_channels_per_client: usize,
+    /// Sockets with at least one channel joined, node-wide (`Too many connected users`).
+    pub max_concurrent_users: Option<usize>,
+    /// Joins per second, node-wide (`ClientJoinRateLimitReached: Too many joins per second`,
+    /// then the socket is closed).
+    pub max_joins_per_second: Option<u32>,
+    /// Client broadcasts per second, node-wide (`Too many messages per second`).
+    pub max_events_per_second: Option<u32>,
+    /// Presence calls per second, node-wide (`Too many presence messages per second`).
+    pub max_presence_events_per_second: Option<u32>,
+    /// Presence calls one channel member may make per window (`Client presence rate limit
+    /// exceeded`).
+    pub client_presence_max_calls: u32,
+    /// The window of [`Limits::client_presence_max_calls`]; it starts at the first call.
+    pub client_presence_window: Duration,
+    /// The largest broadcast or presence payload, in kilobytes of 1,000 bytes.
+    pub max_payload_size_kb: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_channels_per_client: 100,
+            max_concurrent_users: None,
+            max_joins_per_second: None,
+            max_events_per_second: None,
+            max_presence_events_per_second: None,
+            client_presence_max_calls: 5,
+            client_presence_window: Duration::from_secs(30),
+            max_payload_size_kb: 3000,
+        }
+    }
+}
+
+impl Limits {
+    /// The largest payload in bytes.
+    pub fn max_payload_bytes(&self) -> usize {
+        self.max_payload_size_kb.saturating_mul(1000)
+    }
 }
 
 impl Config {
     /// The defaults, with this JWT secret.
     pub fn new(jwt_secret: impl Into<String>) -> Config {
+        let jwt_secret = jwt_secret.into();
         Config {
-            jwt_secret: jwt_secret.into(),
+            verifier: Verifier::new(&jwt_secret),
+            jwt_secret,
+            policy: Policy::default(),
+            strict_presence: false,
+            allowed_origins: Vec::new(),
             idle_timeout: Duration::from_secs(60),
+            unjoined_timeout: Duration::from_secs(60),
             tick: Duration::from_millis(500),
             max_frame_size: 5_000_000,
             max_message_size: 5_000_000,
             outbox_limit: 1 << 20,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
+            limits: Limits::default(),
             anon_key: None,
         }
     }

@@ -26,6 +26,8 @@ pub mod signal {
     pub const TIMERS: u8 = 2;
     /// The outbox overflowed or the server is closing the socket: stop reading.
     pub const STOP: u8 = 4;
+    /// The socket has had no channel joined for too long.
+    pub const UNJOINED: u8 = 8;
 }
 
 /// The outbox's state. Owned by [`Conn::outbox`]'s mutex.
@@ -83,6 +85,9 @@ pub struct Conn {
     /// The earliest token expiry among the socket's channels (Unix milliseconds, `u64::MAX` for
     /// none); written by the session, read by the shared timer.
     pub token_deadline_ms: AtomicU64,
+    /// Since when the socket has had no channel joined (Unix milliseconds; 0 while it has
+    /// one); written by the session, read by the shared timer.
+    pub unjoined_since_ms: AtomicU64,
 }
 
 impl Conn {
@@ -102,6 +107,7 @@ impl Conn {
             signals: AtomicU8::new(0),
             last_seen_ms: AtomicU64::new(now_ms),
             token_deadline_ms: AtomicU64::new(u64::MAX),
+            unjoined_since_ms: AtomicU64::new(now_ms.max(1)),
         }
     }
 

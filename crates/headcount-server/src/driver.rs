@@ -102,6 +102,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         return;
                     }
                 }
+                if bits & signal::UNJOINED != 0 {
+                    let since = conn.unjoined_since_ms.load(Ordering::Relaxed);
+                    if since != 0 && now.saturating_sub(since) >= hub.config.unjoined_timeout.as_millis() as u64 {
+                        debug!(conn = conn.id, "closing a socket without channels");
+                        conn.close(close_code::NORMAL, "no channel joined");
+                        return;
+                    }
+                }
                 if bits & signal::TIMERS != 0 {
                     session.on_timers(now);
                 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -29,17 +30,8 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/realtime/v1/websocket", get(websocket))
         .route("/socket/websocket", get(websocket))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/", get(index))
+        .merge(crate::demo::routes())
         .with_state(hub)
-}
-
-async fn index() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "headcount is running: a Supabase Realtime compatible presence and broadcast server.\n\
-         Point supabase-js at this address (createClient(url, anonKey)) and use channel presence \
-         and broadcast as usual.\n",
-    )
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
@@ -76,10 +68,30 @@ async fn websocket(
     let Some(apikey) = apikey else {
         return json_error(StatusCode::UNAUTHORIZED, "API key is missing");
     };
+    if let Some(origin) = headers.get(header::ORIGIN)
+        && !hub.config.allowed_origins.is_empty()
+        && !hub
+            .config
+            .allowed_origins
+            .iter()
+            .any(|o| o.as_bytes() == origin.as_bytes())
+    {
+        return json_error(StatusCode::FORBIDDEN, "Origin not allowed");
+    }
     let now = driver::now_ms();
-    if let Err(e) = hub.verifier.verify(&apikey, (now / 1000) as i64) {
+    if let Err(e) = hub.config.verifier.verify(&apikey, (now / 1000) as i64) {
         debug!(error = %e, "refused a connection");
         return json_error(StatusCode::UNAUTHORIZED, e.connect_error());
+    }
+    let limits = &hub.config.limits;
+    if limits
+        .max_concurrent_users
+        .is_some_and(|max| hub.users.load(Ordering::Relaxed) >= max)
+    {
+        return json_error(StatusCode::TOO_MANY_REQUESTS, "Too many connected users");
+    }
+    if hub.joins.is_full(now) {
+        return json_error(StatusCode::TOO_MANY_REQUESTS, "Too many joins per second");
     }
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)

@@ -15,10 +15,11 @@ use bytes::Bytes;
 use headcount_presence::{ChannelPresence, Diff, Payload, PhxRef, RefGenerator};
 use headcount_protocol::{Encoding, Ref, Serializer, encode};
 
-use crate::auth::Verifier;
 use crate::config::Config;
 use crate::conn::{Conn, ConnId};
 use crate::frames;
+use crate::limits::NodeRate;
+use crate::policy::Grants;
 
 /// One socket's membership of one channel, unique within this node.
 pub type MemberId = u64;
@@ -45,6 +46,9 @@ pub struct Member {
     pub join_ref: Ref,
     /// Whether the member receives its own broadcasts (`config.broadcast.self`).
     pub self_broadcast: bool,
+    /// What the member may receive: public channels grant everything, private ones what the
+    /// policy says.
+    pub grants: Grants,
 }
 
 /// A message to fan out as a broadcast.
@@ -106,15 +110,17 @@ pub struct Channel {
     state: Mutex<ChannelState>,
 }
 
-/// Sends one frame per serializer, encoded at most once each, to every member but `skip`.
+/// Sends one frame per serializer, encoded at most once each, to every member but `skip`
+/// that `may_read`.
 fn fan_out(
     members: &[Member],
     skip: Option<MemberId>,
+    may_read: impl Fn(&Grants) -> bool,
     encode: impl Fn(Serializer) -> Option<Bytes>,
 ) {
     let mut cache: [Option<Option<Bytes>>; 2] = [None, None];
     for m in members {
-        if Some(m.id) == skip {
+        if Some(m.id) == skip || !may_read(&m.grants) {
             continue;
         }
         let slot = match m.conn.serializer {
@@ -129,11 +135,16 @@ fn fan_out(
 
 fn publish_diff(topic: &str, members: &[Member], diff: &Diff) {
     let json = diff.to_json();
-    fan_out(members, None, |serializer| {
-        Some(frames::build(json.len() + topic.len() + 48, |out| {
-            encode::broadcast(out, serializer, topic, "presence_diff", &json)
-        }))
-    });
+    fan_out(
+        members,
+        None,
+        |g| g.presence_read,
+        |serializer| {
+            Some(frames::build(json.len() + topic.len() + 48, |out| {
+                encode::broadcast(out, serializer, topic, "presence_diff", &json)
+            }))
+        },
+    );
 }
 
 impl Channel {
@@ -188,9 +199,12 @@ impl Channel {
     pub fn broadcast(&self, from: MemberId, include_self: bool, msg: Broadcast<'_>) {
         let state = self.lock();
         let skip = if include_self { None } else { Some(from) };
-        fan_out(&state.members, skip, |serializer| {
-            msg.encode(serializer, &self.key.topic)
-        });
+        fan_out(
+            &state.members,
+            skip,
+            |g| g.broadcast_read,
+            |serializer| msg.encode(serializer, &self.key.topic),
+        );
     }
 
     /// Tracks member `id` under `key`. `reply` goes to the member first, then the diff (if
@@ -211,12 +225,22 @@ impl Channel {
         }
     }
 
-    /// Untracks member `id`. `reply` goes to the member first, then the leave to every member.
-    pub fn untrack(&self, id: MemberId, conn: &Conn, reply: Bytes) {
+    /// Untracks member `id`. `reply`, if any, goes to the member first, then the leave to every
+    /// member.
+    pub fn untrack(&self, id: MemberId, conn: &Conn, reply: Option<Bytes>) {
         let mut state = self.lock();
-        conn.push(reply);
+        if let Some(reply) = reply {
+            conn.push(reply);
+        }
         if let Some(diff) = state.presence.untrack(id) {
             publish_diff(&self.key.topic, &state.members, &diff);
+        }
+    }
+
+    /// Changes what member `id` may receive (after a token refresh re-evaluated the policy).
+    pub fn set_grants(&self, id: MemberId, grants: Grants) {
+        if let Some(m) = self.lock().members.iter_mut().find(|m| m.id == id) {
+            m.grants = grants;
         }
     }
 
@@ -246,8 +270,14 @@ type Shard<K, V> = Mutex<HashMap<K, V>>;
 pub struct Hub {
     /// The configuration the server runs with.
     pub config: Arc<Config>,
-    /// Checks tokens.
-    pub verifier: Verifier,
+    /// Sockets with at least one channel joined (Supabase's "connected users").
+    pub users: std::sync::atomic::AtomicUsize,
+    /// Joins per second, node-wide.
+    pub joins: NodeRate,
+    /// Client broadcasts per second, node-wide.
+    pub events: NodeRate,
+    /// Presence calls per second, node-wide.
+    pub presence_events: NodeRate,
     channels: Box<[Shard<ChannelKey, Arc<Channel>>]>,
     conns: Box<[Shard<ConnId, Arc<Conn>>]>,
     hasher: std::collections::hash_map::RandomState,
@@ -265,7 +295,10 @@ impl Hub {
     pub fn new(config: Config) -> Hub {
         let node: [u8; 6] = rand_node();
         Hub {
-            verifier: Verifier::new(&config.jwt_secret),
+            users: Default::default(),
+            joins: NodeRate::per_second(config.limits.max_joins_per_second),
+            events: NodeRate::per_second(config.limits.max_events_per_second),
+            presence_events: NodeRate::per_second(config.limits.max_presence_events_per_second),
             config: Arc::new(config),
             channels: (0..SHARDS).map(|_| Mutex::default()).collect(),
             conns: (0..SHARDS).map(|_| Mutex::default()).collect(),
@@ -376,6 +409,7 @@ impl Hub {
     /// idle too long or whose channel tokens expired.
     pub fn sweep(&self, now_ms: u64) {
         let idle_ms = self.config.idle_timeout.as_millis() as u64;
+        let unjoined_ms = self.config.unjoined_timeout.as_millis() as u64;
         for shard in self.conns.iter() {
             for conn in lock(shard).values() {
                 let mut bits = 0;
@@ -384,6 +418,10 @@ impl Hub {
                 }
                 if now_ms >= conn.token_deadline_ms.load(Ordering::Relaxed) {
                     bits |= crate::conn::signal::TIMERS;
+                }
+                let unjoined = conn.unjoined_since_ms.load(Ordering::Relaxed);
+                if unjoined != 0 && now_ms.saturating_sub(unjoined) >= unjoined_ms {
+                    bits |= crate::conn::signal::UNJOINED;
                 }
                 if bits != 0 {
                     conn.raise(bits);

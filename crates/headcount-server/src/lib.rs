@@ -20,17 +20,21 @@
 //! * [`hub`]: the channel registry, channels, presence and fan-out;
 //! * [`session`]: one socket's protocol state machine (no I/O, no clock);
 //! * [`driver`]: the reader and writer tasks around a session;
-//! * [`http`]: routes, the upgrade, and HTTP connection serving.
+//! * [`http`]: routes, the upgrade, and HTTP connection serving;
+//! * [`demo`]: the demo page at `/`, built from `web/` and embedded.
 //!
 //! [`run`] serves on a listener that is already bound until a shutdown future completes.
 
 pub mod auth;
 pub mod config;
 pub mod conn;
+pub mod demo;
 pub mod driver;
 pub mod frames;
 pub mod http;
 pub mod hub;
+pub mod limits;
+pub mod policy;
 pub mod session;
 pub mod ws;
 

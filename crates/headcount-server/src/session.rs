@@ -15,10 +15,13 @@ use headcount_protocol::{ClientMessage, Payload, Ref, decode_binary, decode_text
 use serde_json::Value;
 use tracing::debug;
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Claims};
 use crate::conn::Conn;
 use crate::frames;
 use crate::hub::{Broadcast, Channel, ChannelKey, Hub, Member, MemberId};
+use crate::limits::Window;
+use crate::policy::Grants;
+use crate::ws::close_code;
 
 /// What the driver must do after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,11 +41,17 @@ struct Joined {
     /// The token the channel is authorized with (the join's `access_token`, a refresh, or the
     /// socket's apikey).
     token: String,
-    /// The token's `exp`, in seconds.
-    exp: i64,
+    /// That token's claims.
+    claims: Claims,
     presence_key: String,
     ack: bool,
     self_broadcast: bool,
+    private: bool,
+    /// What the member may do: everything on public channels, the policy's grants on private
+    /// ones.
+    grants: Grants,
+    /// This member's presence calls, for the per-channel client window.
+    presence_calls: Window,
 }
 
 /// The protocol state of one socket. Owned by the socket's reader task.
@@ -54,6 +63,8 @@ pub struct Session {
     connect_token: String,
     /// Joined channels by topic.
     channels: HashMap<Box<str>, Joined>,
+    /// Whether this socket is counted in [`Hub::users`] (it is while it has a channel).
+    counted_user: bool,
 }
 
 const JOIN_OK: &str = r#"{"postgres_changes":[]}"#;
@@ -118,6 +129,7 @@ impl Session {
             conn,
             connect_token,
             channels: HashMap::new(),
+            counted_user: false,
         }
     }
 
@@ -176,8 +188,7 @@ impl Session {
             return Flow::Continue;
         }
         if m.event == "phx_join" {
-            self.join(&m, now_ms);
-            return Flow::Continue;
+            return self.join(&m, now_ms);
         }
         let Some(joined) = self.channels.get(&*m.topic) else {
             if m.event == "phx_leave" {
@@ -192,8 +203,8 @@ impl Session {
             return Flow::Continue;
         }
         match &*m.event {
-            "phx_leave" => self.leave(&m),
-            "broadcast" => self.broadcast(&m),
+            "phx_leave" => self.leave(&m, now_ms),
+            "broadcast" => self.broadcast(&m, now_ms),
             "presence" => self.presence(&m, now_ms),
             "access_token" => self.refresh_token(&m, now_ms),
             other => debug!(
@@ -205,11 +216,13 @@ impl Session {
         Flow::Continue
     }
 
-    fn join(&mut self, m: &ClientMessage<'_>, now_ms: u64) {
+    /// A `phx_join`, checked in Supabase's order: users, joins per second, channels per
+    /// socket, token, then the policy of a private channel.
+    fn join(&mut self, m: &ClientMessage<'_>, now_ms: u64) -> Flow {
         let topic: &str = &m.topic;
         if !topic.starts_with("realtime:") {
             self.reply_reason(&Ref::Null, &m.msg_ref, topic, "unmatched topic");
-            return;
+            return Flow::Continue;
         }
         let join_ref = if m.join_ref.is_null() {
             m.msg_ref.clone()
@@ -220,55 +233,90 @@ impl Session {
             // A duplicate join replaces the old channel, which is closed first.
             self.hub.leave(&old.channel, old.member);
             self.push_close(&old.join_ref, topic);
+            self.channels_changed(now_ms);
         }
+        let refuse = |session: &Session, reason: &str| {
+            debug!(conn = session.conn.id, topic, reason, "refused a join");
+            session.reply_reason(&join_ref, &m.msg_ref, topic, reason);
+        };
         if topic == "realtime:" {
-            self.reply_reason(
-                &join_ref,
-                &m.msg_ref,
-                topic,
-                "TopicNameRequired: You must provide a topic name",
+            refuse(self, "TopicNameRequired: You must provide a topic name");
+            return Flow::Continue;
+        }
+        let limits = &self.hub.config.limits;
+        if let Some(max) = limits.max_concurrent_users
+            && !self.counted_user
+            && self.hub.users.load(Ordering::Relaxed) >= max
+        {
+            refuse(self, "ConnectionRateLimitReached: Too many connected users");
+            return Flow::Continue;
+        }
+        if !self.hub.joins.hit(now_ms) {
+            refuse(
+                self,
+                "ClientJoinRateLimitReached: Too many joins per second",
             );
-            return;
+            return Flow::Close(close_code::GOING_AWAY, "Too many joins per second");
+        }
+        if self.channels.len() >= limits.max_channels_per_client {
+            refuse(self, "ChannelRateLimitReached: Too many channels");
+            return Flow::Continue;
         }
         let options = JoinOptions::parse(m.payload.as_json().map(|p| p.get()));
         let token = match options.access_token {
             Some(t) if !t.starts_with("sb_") => t,
             _ => self.connect_token.clone(),
         };
-        let claims = match self.hub.verifier.verify(&token, (now_ms / 1000) as i64) {
+        let claims = match self
+            .hub
+            .config
+            .verifier
+            .verify(&token, (now_ms / 1000) as i64)
+        {
             Ok(claims) => claims,
             Err(e) => {
-                debug!(conn = self.conn.id, topic, error = %e, "refused a join");
-                self.reply_reason(&join_ref, &m.msg_ref, topic, &e.join_reason());
-                return;
+                refuse(self, &e.join_reason());
+                return Flow::Continue;
             }
         };
-        if options.private {
-            let sub_topic = &topic["realtime:".len()..];
-            self.reply_reason(
-                &join_ref,
-                &m.msg_ref,
-                topic,
-                &format!("Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}"),
-            );
-            return;
-        }
+        let sub_topic = &topic["realtime:".len()..];
+        let grants = if options.private {
+            let grants = self.hub.config.policy.evaluate(sub_topic, &claims);
+            if !grants.can_read() {
+                refuse(
+                    self,
+                    &format!(
+                        "Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}"
+                    ),
+                );
+                return Flow::Continue;
+            }
+            grants
+        } else {
+            Grants::ALL
+        };
+        let presence_key = match options.presence_key {
+            Some(key) => key,
+            None if self.hub.config.strict_presence && claims.sub.is_some() => {
+                claims.sub.clone().expect("checked")
+            }
+            None => self.hub.new_presence_key(),
+        };
         let member = Member {
             id: self.hub.next_id(),
             conn: self.conn.clone(),
             join_ref: join_ref.clone(),
             self_broadcast: options.self_broadcast,
+            grants,
         };
         let member_id = member.id;
         let reply = self.reply_frame(&join_ref, &m.msg_ref, topic, Status::Ok, JOIN_OK);
         let key = ChannelKey {
-            private: false,
+            private: options.private,
             topic: topic.into(),
         };
-        let channel = self.hub.join(key, member, reply, options.presence_enabled);
-        let presence_key = options
-            .presence_key
-            .unwrap_or_else(|| self.hub.new_presence_key());
+        let send_state = options.presence_enabled && grants.presence_read;
+        let channel = self.hub.join(key, member, reply, send_state);
         self.channels.insert(
             topic.into(),
             Joined {
@@ -276,23 +324,27 @@ impl Session {
                 member: member_id,
                 join_ref,
                 token,
-                exp: claims.exp,
+                claims,
                 presence_key,
                 ack: options.ack,
                 self_broadcast: options.self_broadcast,
+                private: options.private,
+                grants,
+                presence_calls: Window::default(),
             },
         );
-        self.update_deadline();
+        self.channels_changed(now_ms);
+        Flow::Continue
     }
 
-    fn leave(&mut self, m: &ClientMessage<'_>) {
+    fn leave(&mut self, m: &ClientMessage<'_>, now_ms: u64) {
         let Some(joined) = self.channels.remove(&*m.topic) else {
             return;
         };
         self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
         self.hub.leave(&joined.channel, joined.member);
         self.push_close(&joined.join_ref, &m.topic);
-        self.update_deadline();
+        self.channels_changed(now_ms);
     }
 
     fn push_close(&self, join_ref: &Ref, topic: &str) {
@@ -302,16 +354,40 @@ impl Session {
         }));
     }
 
-    fn broadcast(&mut self, m: &ClientMessage<'_>) {
+    fn broadcast(&mut self, m: &ClientMessage<'_>, now_ms: u64) {
         let joined = &self.channels[&*m.topic];
-        let msg = match &m.payload {
-            Payload::Json(raw) => Broadcast::Json(raw.get()),
-            Payload::UserBroadcast(b) => Broadcast::User {
-                event: b.event,
-                encoding: b.encoding,
-                body: b.body,
-            },
+        if !joined.grants.broadcast_write {
+            // As Supabase: a denied broadcast is dropped without a reply, even with ack.
+            debug!(conn = self.conn.id, topic = %m.topic, "dropped a broadcast without write permission");
+            return;
+        }
+        if !self.hub.events.hit(now_ms) {
+            self.shut_down(&m.topic, "Too many messages per second", now_ms);
+            return;
+        }
+        let (msg, size) = match &m.payload {
+            Payload::Json(raw) => (Broadcast::Json(raw.get()), raw.get().len()),
+            Payload::UserBroadcast(b) => (
+                Broadcast::User {
+                    event: b.event,
+                    encoding: b.encoding,
+                    body: b.body,
+                },
+                b.body.len(),
+            ),
         };
+        if size > self.hub.config.limits.max_payload_bytes() {
+            if joined.ack {
+                self.reply(
+                    &m.join_ref,
+                    &m.msg_ref,
+                    &m.topic,
+                    Status::Error,
+                    r#""payload_size_exceeded""#,
+                );
+            }
+            return;
+        }
         joined
             .channel
             .broadcast(joined.member, joined.self_broadcast, msg);
@@ -320,8 +396,8 @@ impl Session {
         }
     }
 
+    /// A presence call: the client window first (every call counts), then track or untrack.
     fn presence(&mut self, m: &ClientMessage<'_>, now_ms: u64) {
-        let joined = &self.channels[&*m.topic];
         let value: Value = m
             .payload
             .as_json()
@@ -331,38 +407,83 @@ impl Session {
             self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
             return;
         };
-        let event = event.as_str().map(str::to_ascii_lowercase);
-        match event.as_deref() {
+        let limits = &self.hub.config.limits;
+        let (max_calls, window_ms) = (
+            limits.client_presence_max_calls,
+            limits.client_presence_window.as_millis() as u64,
+        );
+        let joined = self
+            .channels
+            .get_mut(&*m.topic)
+            .expect("the caller checked the topic");
+        if !joined.presence_calls.hit(now_ms, window_ms, max_calls) {
+            self.shut_down(&m.topic, "Client presence rate limit exceeded", now_ms);
+            return;
+        }
+        let joined = &self.channels[&*m.topic];
+        match event.as_str().map(str::to_ascii_lowercase).as_deref() {
             Some("track") => {
-                let tracked = match value.get("payload") {
+                if !joined.grants.presence_write {
+                    self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Error, "{}");
+                    return;
+                }
+                let payload = match value.get("payload") {
                     None => Ok(PresencePayload::empty()),
                     Some(p) => PresencePayload::from_value(p.clone()),
                 };
-                match tracked {
-                    Ok(payload) => {
-                        let reply =
-                            self.reply_frame(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
-                        let phx_ref = self.hub.next_phx_ref(now_ms.saturating_mul(1_000_000));
-                        joined.channel.track(
-                            joined.member,
-                            &self.conn,
-                            &joined.presence_key,
-                            payload,
-                            phx_ref,
-                            reply,
-                        );
+                let payload = match payload {
+                    Ok(payload) => payload,
+                    Err(e) => {
+                        return self.reply_reason(&m.join_ref, &m.msg_ref, &m.topic, &e.to_string());
                     }
-                    Err(e) => self.reply_reason(&m.join_ref, &m.msg_ref, &m.topic, &e.to_string()),
+                };
+                if self.hub.config.strict_presence
+                    && joined.claims.sub.as_deref() != Some(&joined.presence_key)
+                {
+                    return self.reply_reason(
+                        &m.join_ref,
+                        &m.msg_ref,
+                        &m.topic,
+                        "StrictPresence: the presence key must equal the token's sub",
+                    );
                 }
+                if joined.channel.tracked_payload(joined.member).as_ref() == Some(&payload) {
+                    // An identical re-track changes nothing.
+                    return self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
+                }
+                if payload.as_str().len() > self.hub.config.limits.max_payload_bytes() {
+                    return self.shut_down(&m.topic, "Track message size exceeded", now_ms);
+                }
+                if !self.hub.presence_events.hit(now_ms) {
+                    return self.shut_down(
+                        &m.topic,
+                        "Too many presence messages per second",
+                        now_ms,
+                    );
+                }
+                let reply = self.reply_frame(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
+                let phx_ref = self.hub.next_phx_ref(now_ms.saturating_mul(1_000_000));
+                joined.channel.track(
+                    joined.member,
+                    &self.conn,
+                    &joined.presence_key,
+                    payload,
+                    phx_ref,
+                    reply,
+                );
             }
             Some("untrack") => {
                 let reply = self.reply_frame(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
-                joined.channel.untrack(joined.member, &self.conn, reply);
+                joined
+                    .channel
+                    .untrack(joined.member, &self.conn, Some(reply));
             }
             _ => self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Error, "{}"),
         }
     }
 
+    /// `access_token`: never answered. A good token replaces the channel's (and, on a private
+    /// channel, its grants); a bad one, or one that may no longer read, closes the channel.
     fn refresh_token(&mut self, m: &ClientMessage<'_>, now_ms: u64) {
         let value: Value = m
             .payload
@@ -376,23 +497,48 @@ impl Session {
         if token.starts_with("sb_") || *token == joined.token {
             return;
         }
-        match self.hub.verifier.verify(token, (now_ms / 1000) as i64) {
-            Ok(claims) => {
-                let joined = self.channels.get_mut(&*m.topic).expect("checked above");
-                joined.token = token.clone();
-                joined.exp = claims.exp;
-                self.update_deadline();
-            }
-            Err(e) => self.shut_down(&m.topic, &e.to_string()),
+        let claims = match self
+            .hub
+            .config
+            .verifier
+            .verify(token, (now_ms / 1000) as i64)
+        {
+            Ok(claims) => claims,
+            Err(e) => return self.shut_down(&m.topic, &e.to_string(), now_ms),
+        };
+        let sub_topic = m.topic.strip_prefix("realtime:").unwrap_or(&m.topic);
+        let grants = if joined.private {
+            self.hub.config.policy.evaluate(sub_topic, &claims)
+        } else {
+            Grants::ALL
+        };
+        if joined.grants.can_read() && !grants.can_read() {
+            let message = format!(
+                "You no longer have permission to read from this Channel topic: {sub_topic}"
+            );
+            return self.shut_down(&m.topic, &message, now_ms);
         }
+        let joined = self.channels.get_mut(&*m.topic).expect("checked above");
+        joined.token = token.clone();
+        joined.claims = claims;
+        if joined.grants != grants {
+            if joined.grants.presence_write && !grants.presence_write {
+                // A revoked write grant takes the member's presence away too.
+                joined.channel.untrack(joined.member, &self.conn, None);
+            }
+            joined.grants = grants;
+            joined.channel.set_grants(joined.member, grants);
+        }
+        self.channels_changed(now_ms);
     }
 
     /// Closes a channel from the server side: a `system` error with `message`, then
     /// `phx_close`, as Supabase's `shutdown_response` does.
-    fn shut_down(&mut self, topic: &str, message: &str) {
+    fn shut_down(&mut self, topic: &str, message: &str, now_ms: u64) {
         let Some(joined) = self.channels.remove(topic) else {
             return;
         };
+        debug!(conn = self.conn.id, topic, message, "closing a channel");
         let sub_topic = topic.strip_prefix("realtime:").unwrap_or(topic);
         let payload = serde_json::json!({
             "extension": "system",
@@ -407,7 +553,7 @@ impl Session {
         }));
         self.hub.leave(&joined.channel, joined.member);
         self.push_close(&joined.join_ref, topic);
-        self.update_deadline();
+        self.channels_changed(now_ms);
     }
 
     /// Closes the channels whose token expired by `now_ms`.
@@ -416,34 +562,53 @@ impl Session {
         let expired: Vec<(Box<str>, i64)> = self
             .channels
             .iter()
-            .filter(|(_, j)| j.exp <= now)
-            .map(|(topic, j)| (topic.clone(), j.exp))
+            .filter(|(_, j)| j.claims.exp <= now)
+            .map(|(topic, j)| (topic.clone(), j.claims.exp))
             .collect();
         for (topic, exp) in expired {
             let message = AuthError::Expired {
                 seconds_ago: now - exp,
             }
             .to_string();
-            self.shut_down(&topic, &message);
+            self.shut_down(&topic, &message, now_ms);
         }
-        self.update_deadline();
+        self.channels_changed(now_ms);
     }
 
-    fn update_deadline(&self) {
+    /// Keeps the socket's shared bookkeeping in step with its channels: the token deadline,
+    /// the "connected users" count and the unjoined clock.
+    fn channels_changed(&mut self, now_ms: u64) {
         let deadline = self
             .channels
             .values()
-            .map(|j| (j.exp.max(0) as u64).saturating_mul(1000))
+            .map(|j| (j.claims.exp.max(0) as u64).saturating_mul(1000))
             .min();
         self.conn
             .token_deadline_ms
             .store(deadline.unwrap_or(u64::MAX), Ordering::Relaxed);
+        let has_channels = !self.channels.is_empty();
+        if has_channels != self.counted_user {
+            if has_channels {
+                self.hub.users.fetch_add(1, Ordering::Relaxed);
+                self.conn.unjoined_since_ms.store(0, Ordering::Relaxed);
+            } else {
+                self.hub.users.fetch_sub(1, Ordering::Relaxed);
+                self.conn
+                    .unjoined_since_ms
+                    .store(now_ms.max(1), Ordering::Relaxed);
+            }
+            self.counted_user = has_channels;
+        }
     }
 
     /// The socket is gone: leaves every channel, so the others see this socket's presences go.
     pub fn terminate(&mut self) {
         for (_, joined) in self.channels.drain() {
             self.hub.leave(&joined.channel, joined.member);
+        }
+        if self.counted_user {
+            self.hub.users.fetch_sub(1, Ordering::Relaxed);
+            self.counted_user = false;
         }
     }
 

@@ -214,7 +214,8 @@ async fn connections_sharing_a_key_have_one_meta_each() {
 
 #[tokio::test]
 async fn bad_track_payloads_get_the_supabase_error_and_change_nothing() {
-    let server = TestServer::start().await;
+    // More presence calls than the default client window allows.
+    let server = TestServer::start_with(|c| c.limits.client_presence_max_calls = 100).await;
     let mut a = server.client("2.0.0").await;
     let ja = a.join(ROOM, presence_config("alice")).await;
     for bad in [json!([1]), json!("x"), json!(null), json!(3)] {
