@@ -88,10 +88,53 @@ pub enum DecodeError {
     /// A binary user broadcast marked JSON whose body is not JSON.
     #[error("user broadcast body is not valid JSON")]
     BodyNotJson,
+    /// JSON nested deeper than [`MAX_DEPTH`].
+    #[error("JSON nested deeper than {MAX_DEPTH} levels")]
+    TooDeep,
+}
+
+/// The deepest nesting of arrays and objects accepted in a client message (the message's own
+/// array or object counts as one level). Relayed payloads are wrapped in one or two more
+/// levels, and must stay parseable by every client's JSON parser.
+pub const MAX_DEPTH: usize = 64;
+
+/// Whether the JSON text `bytes` nests arrays and objects deeper than `max` levels. A linear
+/// scan that skips strings; it does not validate the JSON.
+pub fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Decodes a text frame.
 pub fn decode_text(serializer: Serializer, text: &[u8]) -> Result<ClientMessage<'_>, DecodeError> {
+    if nests_deeper_than(text, MAX_DEPTH) {
+        return Err(DecodeError::TooDeep);
+    }
     match serializer {
         Serializer::V1 => {
             let m: V1Message<'_> =
@@ -151,8 +194,13 @@ pub fn decode_binary(serializer: Serializer, bin: &[u8]) -> Result<ClientMessage
         })
     };
     let body = cursor;
-    if encoding == Encoding::Json && serde_json::from_slice::<IgnoredAny>(body).is_err() {
-        return Err(DecodeError::BodyNotJson);
+    if encoding == Encoding::Json {
+        if nests_deeper_than(body, MAX_DEPTH - 1) {
+            return Err(DecodeError::TooDeep);
+        }
+        if serde_json::from_slice::<IgnoredAny>(body).is_err() {
+            return Err(DecodeError::BodyNotJson);
+        }
     }
     Ok(ClientMessage {
         join_ref: as_ref(fields[0])?,

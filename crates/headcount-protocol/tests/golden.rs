@@ -414,3 +414,20 @@ fn binary_bodies_may_be_anything() {
         (Encoding::Binary, &[0, 159, 146, 150][..])
     );
 }
+
+#[test]
+fn nesting_is_limited() {
+    use headcount_protocol::decode::{MAX_DEPTH, nests_deeper_than};
+    let nested = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let msg = |n: usize| format!(r#"[null,"1","realtime:r","broadcast",{}]"#, nested(n));
+    assert!(decode_text(Serializer::V2, msg(MAX_DEPTH - 1).as_bytes()).is_ok());
+    assert_eq!(
+        decode_text(Serializer::V2, msg(MAX_DEPTH).as_bytes()).unwrap_err(),
+        DecodeError::TooDeep
+    );
+    assert!(
+        !nests_deeper_than(br#"{"a":"[[[[[[\"[[["}"#, 1),
+        "brackets inside strings do not count"
+    );
+    assert!(nests_deeper_than(b"[[", 1));
+}

@@ -118,13 +118,17 @@ impl Conn {
     }
 
     /// Queues a complete WebSocket frame. Returns `false` if the connection no longer accepts
-    /// frames; an overflow aborts the connection.
+    /// frames. A frame that finds `limit` bytes or more already waiting overflows the outbox
+    /// and aborts the connection; below that, a frame of any size is accepted, so one large
+    /// message never costs a healthy subscriber its connection. A connection therefore holds at
+    /// most `limit` plus one frame in its queue, and one such batch in its writer.
     pub fn push(&self, frame: Bytes) -> bool {
         let mut out = self.lock();
         if out.state != State::Open {
             return false;
         }
-        if out.bytes + frame.len() > self.limit {
+        if out.bytes >= self.limit {
+            let (queued, frames) = (out.bytes, out.frames.len());
             out.frames.clear();
             out.bytes = 0;
             out.state = State::Aborted;
@@ -132,6 +136,8 @@ impl Conn {
             tracing::info!(
                 conn = self.id,
                 limit = self.limit,
+                queued,
+                frames,
                 "outbox overflow: disconnecting a slow consumer"
             );
             self.wake_all();
@@ -254,8 +260,15 @@ mod tests {
     fn overflow_at_the_byte_limit_aborts() {
         let c = Conn::new(1, Serializer::V2, 100, 0);
         assert!(c.push(frame(60)));
-        assert!(c.push(frame(40)), "exactly at the limit is fine");
-        assert!(!c.push(frame(1)), "one byte over overflows");
+        assert!(c.push(frame(39)), "99 bytes waiting: below the limit");
+        assert!(
+            c.push(frame(500)),
+            "a large frame is accepted below the limit"
+        );
+        assert!(
+            !c.push(frame(1)),
+            "599 bytes waiting: over the limit, the next frame overflows"
+        );
         assert_eq!(c.take_batch(&mut Vec::new()), Batch::Abort);
         assert!(!c.push(frame(1)));
         assert_ne!(c.take_signals() & signal::STOP, 0);
@@ -263,6 +276,9 @@ mod tests {
 
     #[test]
     fn a_drained_outbox_has_room_again() {
+        let c = Conn::new(1, Serializer::V2, 100, 0);
+        assert!(c.push(frame(100)));
+        assert!(!c.push(frame(1)));
         let c = Conn::new(1, Serializer::V2, 100, 0);
         assert!(c.push(frame(100)));
         c.take_batch(&mut Vec::new());

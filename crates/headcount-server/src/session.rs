@@ -434,7 +434,12 @@ impl Session {
                 let payload = match payload {
                     Ok(payload) => payload,
                     Err(e) => {
-                        return self.reply_reason(&m.join_ref, &m.msg_ref, &m.topic, &e.to_string());
+                        return self.reply_reason(
+                            &m.join_ref,
+                            &m.msg_ref,
+                            &m.topic,
+                            &e.to_string(),
+                        );
                     }
                 };
                 if self.hub.config.strict_presence

@@ -236,6 +236,18 @@ async fn a_slow_consumer_is_disconnected_and_nobody_else_notices() {
         queued <= 256 * 1024 * 2,
         "nothing buffers without bound: {queued} bytes queued"
     );
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    println!(
+        "slow consumer: {messages} messages of 64 KiB (25 MiB) sent; the slow reader was cut at a \
+         256 KiB outbox and {queued} bytes stayed queued server-side; test-process {rss}"
+    );
     drop(slow);
 }
 

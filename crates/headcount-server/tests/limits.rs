@@ -329,9 +329,11 @@ async fn origin_allowlist() {
 async fn outbox_limit_is_exact() {
     use headcount_server::conn::{Batch, Conn};
     use std::sync::Arc;
-    // Unit-level (the socket-level test is in lifecycle.rs): N bytes fit, N + 1 abort.
+    // Unit-level (the socket-level test is in lifecycle.rs): with N - 1 bytes waiting a frame
+    // is accepted; with N waiting, the next one overflows.
     let conn = Arc::new(Conn::new(1, headcount_protocol::Serializer::V2, 1 << 20, 0));
-    assert!(conn.push(bytes::Bytes::from(vec![0u8; 1 << 20])));
-    assert!(!conn.push(bytes::Bytes::from_static(b"x")));
+    assert!(conn.push(bytes::Bytes::from(vec![0u8; (1 << 20) - 1])));
+    assert!(conn.push(bytes::Bytes::from_static(b"x")));
+    assert!(!conn.push(bytes::Bytes::from_static(b"y")));
     assert_eq!(conn.take_batch(&mut Vec::new()), Batch::Abort);
 }

@@ -5,6 +5,8 @@
 //!   on an independent WebSocket implementation (tungstenite), with bounded waits that fail
 //!   the test instead of hanging it.
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -50,6 +52,16 @@ pub fn anon() -> String {
     token("anon", 3600)
 }
 
+/// Logs to the test output when `RUST_LOG` is set (for example `RUST_LOG=headcount_server=debug`).
+pub fn init_logging() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 /// A headcount server running inside the test process.
 pub struct TestServer {
     /// Where it listens.
@@ -68,6 +80,7 @@ impl TestServer {
 
     /// A server whose configuration `adjust` may change first.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        init_logging();
         let mut config = Config::new(SECRET);
         config.tick = Duration::from_millis(50);
         adjust(&mut config);
