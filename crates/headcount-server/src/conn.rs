@@ -68,6 +68,12 @@ pub struct Conn {
     pub id: ConnId,
     /// The socket's wire format, fixed at connect time.
     pub serializer: Serializer,
+    /// The `role` of the apikey the socket connected with.
+    pub role: String,
+    /// The `sub` of that apikey, if any (for the admin API's "disconnect a user").
+    pub sub: Option<String>,
+    /// When the socket connected (Unix milliseconds).
+    pub connected_ms: u64,
     /// Frames waiting for the writer. Pushed by channels and the session, drained by the
     /// writer task; the lock is held only to move frames in or out.
     outbox: Mutex<Outbox>,
@@ -96,6 +102,9 @@ impl Conn {
         Conn {
             id,
             serializer,
+            role: String::new(),
+            sub: None,
+            connected_ms: now_ms,
             outbox: Mutex::new(Outbox {
                 frames: VecDeque::new(),
                 bytes: 0,
@@ -115,6 +124,13 @@ impl Conn {
         self.outbox
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The same connection, with the identity of its apikey.
+    pub fn with_identity(mut self, role: String, sub: Option<String>) -> Conn {
+        self.role = role;
+        self.sub = sub;
+        self
     }
 
     /// Queues a complete WebSocket frame. Returns `false` if the connection no longer accepts

@@ -30,8 +30,75 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/realtime/v1/websocket", get(websocket))
         .route("/socket/websocket", get(websocket))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .merge(crate::demo::routes())
         .with_state(hub)
+}
+
+/// `GET /readyz`: 200 while accepting traffic, 503 while draining.
+async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
+    if hub.draining.load(Ordering::Relaxed) {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"draining"}"#,
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            r#"{"status":"ready"}"#,
+        )
+            .into_response()
+    }
+}
+
+/// `GET /metrics`: the Prometheus text format.
+async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
+    let channels = hub.channels();
+    let presences: usize = channels.iter().map(|c| c.counts().2).sum();
+    let queued: usize = hub.conns().iter().map(|c| c.queued_bytes()).sum();
+    let body = hub.metrics.render(&[
+        (
+            "headcount_connections",
+            "Open WebSocket connections.",
+            hub.conn_count() as f64,
+        ),
+        (
+            "headcount_users",
+            "Connections with at least one channel joined.",
+            hub.users.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "headcount_channels",
+            "Channels with members on this node.",
+            channels.len() as f64,
+        ),
+        (
+            "headcount_presences",
+            "Tracked presences (metas) on this node.",
+            presences as f64,
+        ),
+        (
+            "headcount_outbox_bytes",
+            "Bytes queued for clients, not yet written.",
+            queued as f64,
+        ),
+        (
+            "headcount_draining",
+            "1 while the server is shutting down.",
+            f64::from(u8::from(hub.draining.load(Ordering::Relaxed))),
+        ),
+    ]);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 fn json_error(status: StatusCode, message: &str) -> Response {
@@ -79,10 +146,13 @@ async fn websocket(
         return json_error(StatusCode::FORBIDDEN, "Origin not allowed");
     }
     let now = driver::now_ms();
-    if let Err(e) = hub.config.verifier.verify(&apikey, (now / 1000) as i64) {
-        debug!(error = %e, "refused a connection");
-        return json_error(StatusCode::UNAUTHORIZED, e.connect_error());
-    }
+    let claims = match hub.config.verifier.verify(&apikey, (now / 1000) as i64) {
+        Ok(claims) => claims,
+        Err(e) => {
+            debug!(error = %e, "refused a connection");
+            return json_error(StatusCode::UNAUTHORIZED, e.connect_error());
+        }
+    };
     let limits = &hub.config.limits;
     if limits
         .max_concurrent_users
@@ -118,12 +188,15 @@ async fn websocket(
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let conn = Arc::new(Conn::new(
-                    hub.next_id(),
-                    serializer,
-                    hub.config.outbox_limit,
-                    driver::now_ms(),
-                ));
+                let conn = Arc::new(
+                    Conn::new(
+                        hub.next_id(),
+                        serializer,
+                        hub.config.outbox_limit,
+                        driver::now_ms(),
+                    )
+                    .with_identity(claims.role, claims.sub),
+                );
                 let session = Session::new(hub.clone(), conn.clone(), token);
                 match upgraded.downcast::<TokioIo<TcpStream>>() {
                     Ok(parts) => {

@@ -252,6 +252,11 @@ impl Channel {
             .map(|(_, meta)| meta.payload.clone())
     }
 
+    /// The presence state as `presence_state` sends it.
+    pub fn presence_json(&self) -> Arc<str> {
+        self.lock().presence.state_json()
+    }
+
     /// `(members, presence keys, metas)`.
     pub fn counts(&self) -> (usize, usize, usize) {
         let state = self.lock();
@@ -278,6 +283,10 @@ pub struct Hub {
     pub events: NodeRate,
     /// Presence calls per second, node-wide.
     pub presence_events: NodeRate,
+    /// Set when the server stops accepting traffic (shutdown); `/readyz` then says so.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// Counters for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
     channels: Box<[Shard<ChannelKey, Arc<Channel>>]>,
     conns: Box<[Shard<ConnId, Arc<Conn>>]>,
     hasher: std::collections::hash_map::RandomState,
@@ -296,6 +305,8 @@ impl Hub {
         let node: [u8; 6] = rand_node();
         Hub {
             users: Default::default(),
+            draining: Default::default(),
+            metrics: Default::default(),
             joins: NodeRate::per_second(config.limits.max_joins_per_second),
             events: NodeRate::per_second(config.limits.max_events_per_second),
             presence_events: NodeRate::per_second(config.limits.max_presence_events_per_second),
@@ -372,6 +383,30 @@ impl Hub {
     /// The channel `key`, if it exists.
     pub fn channel(&self, key: &ChannelKey) -> Option<Arc<Channel>> {
         lock(&self.channels[self.shard(key)]).get(key).cloned()
+    }
+
+    /// Sends a server-originated broadcast (the HTTP API) to every member of the channel `key`
+    /// that may read broadcasts; returns whether the channel exists here.
+    pub fn broadcast_to(&self, key: &ChannelKey, msg: Broadcast<'_>) -> bool {
+        match self.channel(key) {
+            Some(channel) => {
+                channel.broadcast(0, true, msg);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Closes every connection `select` picks, with `code` and `reason`; returns how many.
+    pub fn disconnect(&self, select: impl Fn(&Conn) -> bool, code: u16, reason: &str) -> usize {
+        let mut n = 0;
+        for conn in self.conns() {
+            if select(&conn) {
+                conn.close(code, reason);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Every channel.

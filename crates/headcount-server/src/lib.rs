@@ -34,6 +34,7 @@ pub mod frames;
 pub mod http;
 pub mod hub;
 pub mod limits;
+pub mod metrics;
 pub mod policy;
 pub mod session;
 pub mod ws;
