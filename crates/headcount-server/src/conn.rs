@@ -74,6 +74,8 @@ pub struct Conn {
     pub sub: Option<String>,
     /// When the socket connected (Unix milliseconds).
     pub connected_ms: u64,
+    /// The hub's counters, when the connection belongs to a hub.
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
     /// Frames waiting for the writer. Pushed by channels and the session, drained by the
     /// writer task; the lock is held only to move frames in or out.
     outbox: Mutex<Outbox>,
@@ -105,6 +107,7 @@ impl Conn {
             role: String::new(),
             sub: None,
             connected_ms: now_ms,
+            metrics: None,
             outbox: Mutex::new(Outbox {
                 frames: VecDeque::new(),
                 bytes: 0,
@@ -126,6 +129,12 @@ impl Conn {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The same connection, counting into `metrics`.
+    pub fn with_metrics(mut self, metrics: std::sync::Arc<crate::metrics::Metrics>) -> Conn {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// The same connection, with the identity of its apikey.
     pub fn with_identity(mut self, role: String, sub: Option<String>) -> Conn {
         self.role = role;
@@ -145,6 +154,9 @@ impl Conn {
         }
         if out.bytes >= self.limit {
             let (queued, frames) = (out.bytes, out.frames.len());
+            if let Some(m) = &self.metrics {
+                crate::metrics::Metrics::inc(&m.slow_consumer_disconnects_total);
+            }
             out.frames.clear();
             out.bytes = 0;
             out.state = State::Aborted;

@@ -15,8 +15,9 @@ use tracing::debug;
 
 use crate::conn::{Batch, Conn, signal};
 use crate::hub::Hub;
+use crate::metrics::{Limit, Metrics};
 use crate::session::{Flow, Session};
-use crate::ws::{self, Message, Opcode, WsReader, close_code};
+use crate::ws::{self, Message, Opcode, WsError, WsReader, close_code};
 
 /// The time in Unix milliseconds.
 pub fn now_ms() -> u64 {
@@ -39,7 +40,7 @@ pub async fn run<R, W>(
     W: AsyncWrite + Unpin + Send + 'static,
 {
     hub.add_conn(conn.clone());
-    let writer = tokio::spawn(write_loop(conn.clone(), write));
+    let writer = tokio::spawn(write_loop(conn.clone(), hub.metrics.clone(), write));
     let mut reader = WsReader::new(1024, hub.config.max_frame_size, hub.config.max_message_size);
     reader.push_prefix(&prefix);
     let mut session = session;
@@ -80,6 +81,9 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
                 Ok(None) => break,
                 Err(e) => {
+                    if e == WsError::TooBig {
+                        hub.metrics.refused(Limit::FrameSize);
+                    }
                     debug!(conn = conn.id, error = %e, "closing on a WebSocket error");
                     conn.close(e.close_code(), &e.to_string());
                     return;
@@ -119,7 +123,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     conn.abort();
                     return;
                 }
-                Ok(_) => conn.last_seen_ms.store(now_ms(), Ordering::Relaxed),
+                Ok(n) => {
+                    Metrics::add(&hub.metrics.bytes_in_total, n as u64);
+                    conn.last_seen_ms.store(now_ms(), Ordering::Relaxed);
+                }
             },
         }
     }
@@ -128,7 +135,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// At most this many frames go into one vectored write.
 const MAX_IOV: usize = 64;
 
-async fn write_loop<W: AsyncWrite + Unpin>(conn: Arc<Conn>, mut write: W) {
+async fn write_loop<W: AsyncWrite + Unpin>(conn: Arc<Conn>, metrics: Arc<Metrics>, mut write: W) {
     let mut batch: Vec<Bytes> = Vec::new();
     loop {
         match conn.take_batch(&mut batch) {
@@ -137,6 +144,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(conn: Arc<Conn>, mut write: W) {
                     conn.abort();
                     return;
                 }
+                Metrics::add(&metrics.messages_out_total, batch.len() as u64);
+                Metrics::add(
+                    &metrics.bytes_out_total,
+                    batch.iter().map(|b| b.len() as u64).sum(),
+                );
                 batch.clear();
             }
             Batch::Wait => conn.writer_wake.notified().await,

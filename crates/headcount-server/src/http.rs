@@ -21,6 +21,7 @@ use tracing::debug;
 use crate::conn::Conn;
 use crate::driver;
 use crate::hub::Hub;
+use crate::metrics::{Limit, Metrics};
 use crate::session::Session;
 use crate::ws::handshake::accept_key;
 
@@ -101,6 +102,15 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
         .into_response()
 }
 
+/// A refused upgrade, counted.
+fn refuse(hub: &Hub, status: StatusCode, message: &str) -> Response {
+    Metrics::inc(&hub.metrics.connections_refused_total);
+    if status == StatusCode::FORBIDDEN && message.is_empty() {
+        return status.into_response();
+    }
+    json_error(status, message)
+}
+
 fn json_error(status: StatusCode, message: &str) -> Response {
     let body = serde_json::json!({ "error": message }).to_string();
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
@@ -124,7 +134,7 @@ async fn websocket(
     mut req: Request,
 ) -> Response {
     let Some(serializer) = Serializer::from_vsn(params.get("vsn").map(String::as_str)) else {
-        return StatusCode::FORBIDDEN.into_response();
+        return refuse(&hub, StatusCode::FORBIDDEN, "");
     };
     let headers = req.headers();
     let apikey = headers
@@ -133,7 +143,7 @@ async fn websocket(
         .map(str::to_owned)
         .or_else(|| params.get("apikey").cloned());
     let Some(apikey) = apikey else {
-        return json_error(StatusCode::UNAUTHORIZED, "API key is missing");
+        return refuse(&hub, StatusCode::UNAUTHORIZED, "API key is missing");
     };
     if let Some(origin) = headers.get(header::ORIGIN)
         && !hub.config.allowed_origins.is_empty()
@@ -143,14 +153,14 @@ async fn websocket(
             .iter()
             .any(|o| o.as_bytes() == origin.as_bytes())
     {
-        return json_error(StatusCode::FORBIDDEN, "Origin not allowed");
+        return refuse(&hub, StatusCode::FORBIDDEN, "Origin not allowed");
     }
     let now = driver::now_ms();
     let claims = match hub.config.verifier.verify(&apikey, (now / 1000) as i64) {
         Ok(claims) => claims,
         Err(e) => {
             debug!(error = %e, "refused a connection");
-            return json_error(StatusCode::UNAUTHORIZED, e.connect_error());
+            return refuse(&hub, StatusCode::UNAUTHORIZED, e.connect_error());
         }
     };
     let limits = &hub.config.limits;
@@ -158,10 +168,20 @@ async fn websocket(
         .max_concurrent_users
         .is_some_and(|max| hub.users.load(Ordering::Relaxed) >= max)
     {
-        return json_error(StatusCode::TOO_MANY_REQUESTS, "Too many connected users");
+        hub.metrics.refused(Limit::Users);
+        return refuse(
+            &hub,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many connected users",
+        );
     }
     if hub.joins.is_full(now) {
-        return json_error(StatusCode::TOO_MANY_REQUESTS, "Too many joins per second");
+        hub.metrics.refused(Limit::Joins);
+        return refuse(
+            &hub,
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many joins per second",
+        );
     }
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
@@ -184,6 +204,7 @@ async fn websocket(
             .into_response();
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
+    Metrics::inc(&hub.metrics.connections_total);
     let token = crate::auth::clean_token(&apikey);
     tokio::spawn(async move {
         match on_upgrade.await {
@@ -195,7 +216,8 @@ async fn websocket(
                         hub.config.outbox_limit,
                         driver::now_ms(),
                     )
-                    .with_identity(claims.role, claims.sub),
+                    .with_identity(claims.role, claims.sub)
+                    .with_metrics(hub.metrics.clone()),
                 );
                 let session = Session::new(hub.clone(), conn.clone(), token);
                 match upgraded.downcast::<TokioIo<TcpStream>>() {

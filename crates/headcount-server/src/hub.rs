@@ -19,6 +19,7 @@ use crate::config::Config;
 use crate::conn::{Conn, ConnId};
 use crate::frames;
 use crate::limits::NodeRate;
+use crate::metrics::Metrics;
 use crate::policy::Grants;
 
 /// One socket's membership of one channel, unique within this node.
@@ -108,6 +109,8 @@ pub struct Channel {
     /// The channel's name.
     pub key: ChannelKey,
     state: Mutex<ChannelState>,
+    /// The hub's counters.
+    metrics: Arc<Metrics>,
 }
 
 /// Sends one frame per serializer, encoded at most once each, to every member but `skip`
@@ -133,7 +136,8 @@ fn fan_out(
     }
 }
 
-fn publish_diff(topic: &str, members: &[Member], diff: &Diff) {
+fn publish_diff(metrics: &Metrics, topic: &str, members: &[Member], diff: &Diff) {
+    Metrics::inc(&metrics.presence_events_total);
     let json = diff.to_json();
     fan_out(
         members,
@@ -190,13 +194,15 @@ impl Channel {
             state.members.swap_remove(at);
         }
         if let Some(diff) = state.presence.untrack(id) {
-            publish_diff(&self.key.topic, &state.members, &diff);
+            publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
         }
         state.members.is_empty() && state.presence.is_empty()
     }
 
     /// Fans a broadcast out to every member, the sender included only with `include_self`.
     pub fn broadcast(&self, from: MemberId, include_self: bool, msg: Broadcast<'_>) {
+        let started = std::time::Instant::now();
+        Metrics::inc(&self.metrics.broadcasts_total);
         let state = self.lock();
         let skip = if include_self { None } else { Some(from) };
         fan_out(
@@ -205,6 +211,8 @@ impl Channel {
             |g| g.broadcast_read,
             |serializer| msg.encode(serializer, &self.key.topic),
         );
+        drop(state);
+        self.metrics.fanout_seconds.observe(started.elapsed());
     }
 
     /// Tracks member `id` under `key`. `reply` goes to the member first, then the diff (if
@@ -221,7 +229,7 @@ impl Channel {
         let mut state = self.lock();
         conn.push(reply);
         if let Some(diff) = state.presence.track(id, key, payload, phx_ref) {
-            publish_diff(&self.key.topic, &state.members, &diff);
+            publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
         }
     }
 
@@ -233,7 +241,7 @@ impl Channel {
             conn.push(reply);
         }
         if let Some(diff) = state.presence.untrack(id) {
-            publish_diff(&self.key.topic, &state.members, &diff);
+            publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
         }
     }
 
@@ -286,7 +294,7 @@ pub struct Hub {
     /// Set when the server stops accepting traffic (shutdown); `/readyz` then says so.
     pub draining: std::sync::atomic::AtomicBool,
     /// Counters for `/metrics`.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: Arc<Metrics>,
     channels: Box<[Shard<ChannelKey, Arc<Channel>>]>,
     conns: Box<[Shard<ConnId, Arc<Conn>>]>,
     hasher: std::collections::hash_map::RandomState,
@@ -357,6 +365,7 @@ impl Hub {
                     Arc::new(Channel {
                         key: key.clone(),
                         state: Mutex::default(),
+                        metrics: self.metrics.clone(),
                     })
                 })
                 .clone();

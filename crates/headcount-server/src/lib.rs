@@ -88,6 +88,8 @@ pub async fn serve(
             },
         }
     }
+    hub.draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     drop(listener);
     let _ = stop_tx.send(true);
     let conns = hub.conns();

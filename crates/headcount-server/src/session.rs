@@ -20,6 +20,7 @@ use crate::conn::Conn;
 use crate::frames;
 use crate::hub::{Broadcast, Channel, ChannelKey, Hub, Member, MemberId};
 use crate::limits::Window;
+use crate::metrics::{Limit, Metrics};
 use crate::policy::Grants;
 use crate::ws::close_code;
 
@@ -136,8 +137,12 @@ impl Session {
     /// Handles a text message; `now_ms` is the time in Unix milliseconds.
     pub fn handle_text(&mut self, text: &[u8], now_ms: u64) -> Flow {
         match decode_text(self.conn.serializer, text) {
-            Ok(m) => self.handle(m, now_ms),
+            Ok(m) => {
+                Metrics::inc(&self.hub.metrics.messages_in_total);
+                self.handle(m, now_ms)
+            }
             Err(e) => {
+                Metrics::inc(&self.hub.metrics.messages_dropped_total);
                 debug!(conn = self.conn.id, error = %e, "dropped an undecodable text message");
                 Flow::Continue
             }
@@ -147,8 +152,12 @@ impl Session {
     /// Handles a binary message.
     pub fn handle_binary(&mut self, bin: &[u8], now_ms: u64) -> Flow {
         match decode_binary(self.conn.serializer, bin) {
-            Ok(m) => self.handle(m, now_ms),
+            Ok(m) => {
+                Metrics::inc(&self.hub.metrics.messages_in_total);
+                self.handle(m, now_ms)
+            }
             Err(e) => {
+                Metrics::inc(&self.hub.metrics.messages_dropped_total);
                 debug!(conn = self.conn.id, error = %e, "dropped an undecodable binary message");
                 Flow::Continue
             }
@@ -236,6 +245,7 @@ impl Session {
             self.channels_changed(now_ms);
         }
         let refuse = |session: &Session, reason: &str| {
+            Metrics::inc(&session.hub.metrics.join_errors_total);
             debug!(conn = session.conn.id, topic, reason, "refused a join");
             session.reply_reason(&join_ref, &m.msg_ref, topic, reason);
         };
@@ -248,10 +258,12 @@ impl Session {
             && !self.counted_user
             && self.hub.users.load(Ordering::Relaxed) >= max
         {
+            self.hub.metrics.refused(Limit::Users);
             refuse(self, "ConnectionRateLimitReached: Too many connected users");
             return Flow::Continue;
         }
         if !self.hub.joins.hit(now_ms) {
+            self.hub.metrics.refused(Limit::Joins);
             refuse(
                 self,
                 "ClientJoinRateLimitReached: Too many joins per second",
@@ -259,6 +271,7 @@ impl Session {
             return Flow::Close(close_code::GOING_AWAY, "Too many joins per second");
         }
         if self.channels.len() >= limits.max_channels_per_client {
+            self.hub.metrics.refused(Limit::Channels);
             refuse(self, "ChannelRateLimitReached: Too many channels");
             return Flow::Continue;
         }
@@ -334,6 +347,7 @@ impl Session {
             },
         );
         self.channels_changed(now_ms);
+        Metrics::inc(&self.hub.metrics.joins_total);
         Flow::Continue
     }
 
@@ -362,6 +376,7 @@ impl Session {
             return;
         }
         if !self.hub.events.hit(now_ms) {
+            self.hub.metrics.refused(Limit::Events);
             self.shut_down(&m.topic, "Too many messages per second", now_ms);
             return;
         }
@@ -377,6 +392,7 @@ impl Session {
             ),
         };
         if size > self.hub.config.limits.max_payload_bytes() {
+            self.hub.metrics.refused(Limit::PayloadSize);
             if joined.ack {
                 self.reply(
                     &m.join_ref,
@@ -417,6 +433,7 @@ impl Session {
             .get_mut(&*m.topic)
             .expect("the caller checked the topic");
         if !joined.presence_calls.hit(now_ms, window_ms, max_calls) {
+            self.hub.metrics.refused(Limit::ClientPresence);
             self.shut_down(&m.topic, "Client presence rate limit exceeded", now_ms);
             return;
         }
@@ -457,9 +474,11 @@ impl Session {
                     return self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
                 }
                 if payload.as_str().len() > self.hub.config.limits.max_payload_bytes() {
+                    self.hub.metrics.refused(Limit::PayloadSize);
                     return self.shut_down(&m.topic, "Track message size exceeded", now_ms);
                 }
                 if !self.hub.presence_events.hit(now_ms) {
+                    self.hub.metrics.refused(Limit::PresenceEvents);
                     return self.shut_down(
                         &m.topic,
                         "Too many presence messages per second",

@@ -5,6 +5,7 @@
 //!   on an independent WebSocket implementation (tungstenite), with bounded waits that fail
 //!   the test instead of hanging it.
 
+pub mod http;
 pub mod process;
 
 use std::net::SocketAddr;
