@@ -67,7 +67,7 @@ impl<O> Default for ChannelPresence<O> {
     }
 }
 
-impl<O: Copy + Eq + Hash> ChannelPresence<O> {
+impl<O: Clone + Eq + Hash> ChannelPresence<O> {
     /// An empty state.
     pub fn new() -> Self {
         Self::default()
@@ -87,39 +87,58 @@ impl<O: Copy + Eq + Hash> ChannelPresence<O> {
         payload: Payload,
         new_ref: PhxRef,
     ) -> Option<Diff> {
+        let prev = match self.get(&owner) {
+            Some((old_key, old)) if old_key == key => {
+                if old.payload == payload {
+                    return None;
+                }
+                Some(old.phx_ref)
+            }
+            _ => None,
+        };
+        self.set(
+            owner,
+            Some((
+                key,
+                Meta {
+                    phx_ref: new_ref,
+                    phx_ref_prev: prev,
+                    payload,
+                },
+            )),
+        )
+    }
+
+    /// Sets `owner`'s entry to exactly `entry` (or removes it with `None`), as a replica does
+    /// with changes made elsewhere. Returns what changed: nothing when the owner already holds a
+    /// meta with the same `phx_ref` under the same key.
+    pub fn set(&mut self, owner: O, entry: Option<(&str, Meta)>) -> Option<Diff> {
+        let Some((key, meta)) = entry else {
+            return self.untrack(&owner);
+        };
         let mut diff = Diff::default();
         if let Some(old_key) = self.owners.get(&owner) {
             if &**old_key == key {
                 let entries = self.by_key.get_mut(key).expect("owners and by_key agree");
-                let entry = entries
+                let slot = entries
                     .iter_mut()
                     .find(|e| e.owner == owner)
                     .expect("owner has an entry");
-                if entry.meta.payload == payload {
+                if slot.meta.phx_ref == meta.phx_ref {
                     return None;
                 }
-                let new = Meta {
-                    phx_ref: new_ref,
-                    phx_ref_prev: Some(entry.meta.phx_ref),
-                    payload,
-                };
-                let old = std::mem::replace(&mut entry.meta, new.clone());
-                diff.joins.push((key.into(), new));
+                let old = std::mem::replace(&mut slot.meta, meta.clone());
+                diff.joins.push((key.into(), meta));
                 diff.leaves.push((key.into(), old));
                 self.cached_json = None;
                 return Some(diff);
             }
-            if let Some(left) = self.untrack(owner) {
+            if let Some(left) = self.untrack(&owner) {
                 diff = left;
             }
         }
-        let meta = Meta {
-            phx_ref: new_ref,
-            phx_ref_prev: None,
-            payload,
-        };
         self.by_key.entry(key.into()).or_default().push(Entry {
-            owner,
+            owner: owner.clone(),
             meta: meta.clone(),
         });
         self.owners.insert(owner, key.into());
@@ -129,12 +148,12 @@ impl<O: Copy + Eq + Hash> ChannelPresence<O> {
     }
 
     /// Removes `owner`'s meta: a leave, or `None` if it was not tracked.
-    pub fn untrack(&mut self, owner: O) -> Option<Diff> {
-        let key = self.owners.remove(&owner)?;
+    pub fn untrack(&mut self, owner: &O) -> Option<Diff> {
+        let key = self.owners.remove(owner)?;
         let entries = self.by_key.get_mut(&key).expect("owners and by_key agree");
         let at = entries
             .iter()
-            .position(|e| e.owner == owner)
+            .position(|e| e.owner == *owner)
             .expect("owner has an entry");
         let entry = entries.remove(at);
         if entries.is_empty() {
@@ -148,10 +167,15 @@ impl<O: Copy + Eq + Hash> ChannelPresence<O> {
     }
 
     /// The meta `owner` is tracked with, and its key.
-    pub fn get(&self, owner: O) -> Option<(&str, &Meta)> {
-        let key = self.owners.get(&owner)?;
-        let entry = self.by_key.get(key)?.iter().find(|e| e.owner == owner)?;
+    pub fn get(&self, owner: &O) -> Option<(&str, &Meta)> {
+        let key = self.owners.get(owner)?;
+        let entry = self.by_key.get(key)?.iter().find(|e| e.owner == *owner)?;
         Some((key, &entry.meta))
+    }
+
+    /// Every owner with an entry.
+    pub fn owners(&self) -> impl Iterator<Item = &O> {
+        self.owners.keys()
     }
 
     /// The number of distinct keys present.
@@ -240,11 +264,11 @@ mod tests {
                 o = r(1)
             )
         );
-        let leave = s.untrack(1).unwrap();
+        let leave = s.untrack(&1).unwrap();
         assert_eq!(leave.leaves.len(), 1);
         assert_eq!(leave.leaves[0].1.phx_ref, r(3));
         assert!(s.is_empty());
-        assert_eq!(s.untrack(1), None);
+        assert_eq!(s.untrack(&1), None);
         let again = s.track(1, "alice", p("{}"), r(4)).unwrap();
         assert_eq!(
             again.joins[0].1.phx_ref_prev, None,
@@ -268,9 +292,9 @@ mod tests {
                 r(2)
             )
         );
-        s.untrack(1);
+        s.untrack(&1);
         assert_eq!(s.key_count(), 2);
-        assert_eq!(s.get(2).unwrap().0, "bob");
+        assert_eq!(s.get(&2).unwrap().0, "bob");
         assert!(!s.state_json().contains(r(1).as_str()));
     }
 

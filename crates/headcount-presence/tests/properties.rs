@@ -113,7 +113,7 @@ fn run(ops: &[Op]) -> (Vec<Diff>, Vec<String>) {
                 key,
                 payload: p,
             } => state.track(owner, key, payload(p), refs.next(t as u64)),
-            Op::Untrack { owner } => state.untrack(owner),
+            Op::Untrack { owner } => state.untrack(&owner),
         };
         diffs.push(diff.unwrap_or_default());
         states.push(state.state_json().to_string());
@@ -172,7 +172,7 @@ proptest! {
         for (t, op) in ops.iter().enumerate() {
             match *op {
                 Op::Track { owner, key, payload: p } => { state.track(owner, key, payload(p), refs.next(t as u64)); }
-                Op::Untrack { owner } => { state.untrack(owner); }
+                Op::Untrack { owner } => { state.untrack(&owner); }
             }
         }
         let client = from_state_json(&state.state_json());
@@ -212,4 +212,28 @@ fn regression_update_then_leave_with_a_shared_key() {
         normalized(&from_state_json(states.last().unwrap()))
     );
     assert_eq!(client["alice"].len(), 1);
+}
+
+proptest! {
+    /// A replica that copies each owner's entry with `set` after every change holds the same
+    /// state as the primary, and the diffs it emits bring its own clients there too.
+    #[test]
+    fn replicas_converge_with_set(ops in prop::collection::vec(op(), 1..60)) {
+        let mut primary = ChannelPresence::new();
+        let mut replica: ChannelPresence<u8> = ChannelPresence::new();
+        let mut refs = RefGenerator::new(1);
+        let mut client = ClientState::new();
+        for (t, op) in ops.iter().enumerate() {
+            let owner = match *op {
+                Op::Track { owner, key, payload: p } => { primary.track(owner, key, payload(p), refs.next(t as u64)); owner }
+                Op::Untrack { owner } => { primary.untrack(&owner); owner }
+            };
+            let entry = primary.get(&owner).map(|(k, m)| (k.to_owned(), m.clone()));
+            if let Some(diff) = replica.set(owner, entry.as_ref().map(|(k, m)| (k.as_str(), m.clone()))) {
+                apply_diff(&mut client, &diff.to_json());
+            }
+            prop_assert_eq!(replica.state_json(), primary.state_json());
+            prop_assert_eq!(normalized(&client), normalized(&from_state_json(&primary.state_json())));
+        }
+    }
 }

@@ -5,6 +5,11 @@
 //! fans out, happens inside that critical section, so all members see the same frames in the
 //! same order. The lock is never held across an `.await`; fanning out only pushes shared
 //! [`Bytes`] into each member's outbox.
+//!
+//! In a cluster, a channel's presence holds the entries of its local members
+//! ([`Owner::Local`]) and a replica of the other nodes' ([`Owner::Remote`]); the hub tells the
+//! [`Cluster`] about local changes (inside the channel lock, so they leave in order) and applies
+//! what it hears as a [`ClusterSink`].
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
@@ -15,6 +20,7 @@ use bytes::Bytes;
 use headcount_presence::{ChannelPresence, Diff, Payload, PhxRef, RefGenerator};
 use headcount_protocol::{Encoding, Ref, Serializer, encode};
 
+use crate::cluster::{Cluster, ClusterSink, PresenceEntry, RelayedBroadcast, Standalone};
 use crate::config::Config;
 use crate::conn::{Conn, ConnId};
 use crate::frames;
@@ -24,6 +30,15 @@ use crate::policy::Grants;
 
 /// One socket's membership of one channel, unique within this node.
 pub type MemberId = u64;
+
+/// Who owns a presence entry: a member of this node, or another node's member.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// A member of this node.
+    Local(MemberId),
+    /// Another node's member, by its cluster-wide owner id.
+    Remote(Arc<str>),
+}
 
 const SHARDS: usize = 64;
 
@@ -97,7 +112,7 @@ impl Broadcast<'_> {
 #[derive(Debug, Default)]
 struct ChannelState {
     members: Vec<Member>,
-    presence: ChannelPresence<MemberId>,
+    presence: ChannelPresence<Owner>,
     /// Set, under the registry shard's lock, when the channel left the registry: a socket that
     /// found it there just before must look again.
     dead: bool,
@@ -111,6 +126,8 @@ pub struct Channel {
     state: Mutex<ChannelState>,
     /// The hub's counters.
     metrics: Arc<Metrics>,
+    /// Where local changes go.
+    cluster: Arc<dyn Cluster>,
 }
 
 /// Sends one frame per serializer, encoded at most once each, to every member but `skip`
@@ -193,13 +210,15 @@ impl Channel {
         if let Some(at) = state.members.iter().position(|m| m.id == id) {
             state.members.swap_remove(at);
         }
-        if let Some(diff) = state.presence.untrack(id) {
+        if let Some(diff) = state.presence.untrack(&Owner::Local(id)) {
             publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
+            self.cluster.presence(&self.key, id, None);
         }
-        state.members.is_empty() && state.presence.is_empty()
+        state.members.is_empty()
     }
 
-    /// Fans a broadcast out to every member, the sender included only with `include_self`.
+    /// Fans a broadcast made on this node out to every member, the sender included only with
+    /// `include_self`, and to the other nodes.
     pub fn broadcast(&self, from: MemberId, include_self: bool, msg: Broadcast<'_>) {
         let started = std::time::Instant::now();
         Metrics::inc(&self.metrics.broadcasts_total);
@@ -208,6 +227,23 @@ impl Channel {
         fan_out(
             &state.members,
             skip,
+            |g| g.broadcast_read,
+            |serializer| msg.encode(serializer, &self.key.topic),
+        );
+        if self.cluster.is_distributed() {
+            self.cluster.publish(&self.key, &msg);
+        }
+        drop(state);
+        self.metrics.fanout_seconds.observe(started.elapsed());
+    }
+
+    /// Fans a broadcast from another node out to every member of this one.
+    fn deliver(&self, msg: Broadcast<'_>) {
+        let started = std::time::Instant::now();
+        let state = self.lock();
+        fan_out(
+            &state.members,
+            None,
             |g| g.broadcast_read,
             |serializer| msg.encode(serializer, &self.key.topic),
         );
@@ -228,8 +264,18 @@ impl Channel {
     ) {
         let mut state = self.lock();
         conn.push(reply);
-        if let Some(diff) = state.presence.track(id, key, payload, phx_ref) {
+        if let Some(diff) = state
+            .presence
+            .track(Owner::Local(id), key, payload, phx_ref)
+        {
             publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
+            if let Some((key, meta)) = state.presence.get(&Owner::Local(id)) {
+                let entry = PresenceEntry {
+                    key: key.into(),
+                    meta: meta.clone(),
+                };
+                self.cluster.presence(&self.key, id, Some(&entry));
+            }
         }
     }
 
@@ -240,8 +286,9 @@ impl Channel {
         if let Some(reply) = reply {
             conn.push(reply);
         }
-        if let Some(diff) = state.presence.untrack(id) {
+        if let Some(diff) = state.presence.untrack(&Owner::Local(id)) {
             publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
+            self.cluster.presence(&self.key, id, None);
         }
     }
 
@@ -256,7 +303,7 @@ impl Channel {
     pub fn tracked_payload(&self, id: MemberId) -> Option<Payload> {
         self.lock()
             .presence
-            .get(id)
+            .get(&Owner::Local(id))
             .map(|(_, meta)| meta.payload.clone())
     }
 
@@ -295,6 +342,8 @@ pub struct Hub {
     pub draining: std::sync::atomic::AtomicBool,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// The other nodes, if any.
+    pub cluster: Arc<dyn Cluster>,
     channels: Box<[Shard<ChannelKey, Arc<Channel>>]>,
     conns: Box<[Shard<ConnId, Arc<Conn>>]>,
     hasher: std::collections::hash_map::RandomState,
@@ -308,10 +357,23 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
-    /// An empty hub.
+    /// An empty, standalone hub.
     pub fn new(config: Config) -> Hub {
+        Hub::build(config, Arc::new(Standalone::new()))
+    }
+
+    /// A hub that shares presence and broadcast with other nodes through `cluster`.
+    pub fn with_cluster(config: Config, cluster: Arc<dyn Cluster>) -> Arc<Hub> {
+        let hub = Arc::new(Hub::build(config, cluster));
+        let sink: std::sync::Weak<dyn ClusterSink> = Arc::downgrade(&hub) as _;
+        hub.cluster.attach(sink);
+        hub
+    }
+
+    fn build(config: Config, cluster: Arc<dyn Cluster>) -> Hub {
         let node: [u8; 6] = rand_node();
         Hub {
+            cluster,
             users: Default::default(),
             draining: Default::default(),
             metrics: Default::default(),
@@ -362,10 +424,12 @@ impl Hub {
             let channel = lock(shard)
                 .entry(key.clone())
                 .or_insert_with(|| {
+                    self.cluster.serve(&key);
                     Arc::new(Channel {
                         key: key.clone(),
                         state: Mutex::default(),
                         metrics: self.metrics.clone(),
+                        cluster: self.cluster.clone(),
                     })
                 })
                 .clone();
@@ -383,9 +447,10 @@ impl Hub {
         }
         let mut shard = lock(&self.channels[self.shard(&channel.key)]);
         let mut state = channel.lock();
-        if state.members.is_empty() && state.presence.is_empty() && !state.dead {
+        if state.members.is_empty() && !state.dead {
             state.dead = true;
             shard.remove(&channel.key);
+            self.cluster.unserve(&channel.key);
         }
     }
 
@@ -402,7 +467,13 @@ impl Hub {
                 channel.broadcast(0, true, msg);
                 true
             }
-            None => false,
+            None => {
+                // Nobody here, but members on other nodes may be listening.
+                if self.cluster.is_distributed() {
+                    self.cluster.publish(key, &msg);
+                }
+                false
+            }
         }
     }
 
@@ -471,6 +542,57 @@ impl Hub {
                     conn.raise(bits);
                 }
             }
+        }
+    }
+}
+
+impl ClusterSink for Hub {
+    fn remote_broadcast(&self, key: &ChannelKey, msg: &RelayedBroadcast) {
+        if let (Some(channel), Some(msg)) = (self.channel(key), msg.as_broadcast()) {
+            channel.deliver(msg);
+        }
+    }
+
+    fn remote_presence(&self, key: &ChannelKey, owner: &str, entry: Option<PresenceEntry>) {
+        let Some(channel) = self.channel(key) else {
+            return;
+        };
+        let mut state = channel.lock();
+        let entry = entry.as_ref().map(|e| (&*e.key, e.meta.clone()));
+        if let Some(diff) = state.presence.set(Owner::Remote(owner.into()), entry) {
+            publish_diff(&self.metrics, &key.topic, &state.members, &diff);
+        }
+    }
+
+    fn remote_reset(&self, key: &ChannelKey, entries: Vec<(String, PresenceEntry)>) {
+        let Some(channel) = self.channel(key) else {
+            return;
+        };
+        let mut state = channel.lock();
+        let fresh: std::collections::HashSet<&str> =
+            entries.iter().map(|(o, _)| o.as_str()).collect();
+        let stale: Vec<Owner> = state
+            .presence
+            .owners()
+            .filter(|o| matches!(o, Owner::Remote(id) if !fresh.contains(&**id)))
+            .cloned()
+            .collect();
+        let mut diff = Diff::default();
+        for owner in stale {
+            if let Some(d) = state.presence.untrack(&owner) {
+                diff.merge(d);
+            }
+        }
+        for (owner, entry) in entries {
+            if let Some(d) = state
+                .presence
+                .set(Owner::Remote(owner.into()), Some((&entry.key, entry.meta)))
+            {
+                diff.merge(d);
+            }
+        }
+        if !diff.is_empty() {
+            publish_diff(&self.metrics, &key.topic, &state.members, &diff);
         }
     }
 }

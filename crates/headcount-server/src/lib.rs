@@ -26,6 +26,7 @@
 //! [`run`] serves on a listener that is already bound until a shutdown future completes.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod conn;
 pub mod demo;
@@ -101,6 +102,9 @@ pub async fn serve(
     while hub.conn_count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Remove this node's presences everywhere at once (the sockets' own leaves may not all
+    // have gone out yet), without waiting long for a backend that is down.
+    let _ = tokio::time::timeout(Duration::from_secs(2), hub.cluster.shutdown()).await;
     sweeper.abort();
     Ok(())
 }

@@ -5,6 +5,7 @@
 //!   on an independent WebSocket implementation (tungstenite), with bounded waits that fail
 //!   the test instead of hanging it.
 
+pub mod cluster_suite;
 pub mod http;
 pub mod process;
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
+use headcount_server::cluster::Cluster;
 use headcount_server::{Config, Hub, auth};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -81,6 +83,19 @@ impl TestServer {
 
     /// A server whose configuration `adjust` may change first.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        TestServer::start_node(None, adjust).await
+    }
+
+    /// A node of a cluster: a server that shares presence and broadcast through `cluster`.
+    pub async fn start_clustered(cluster: Arc<dyn Cluster>) -> TestServer {
+        TestServer::start_node(Some(cluster), |_| {}).await
+    }
+
+    /// A server, clustered or not, whose configuration `adjust` may change first.
+    pub async fn start_node(
+        cluster: Option<Arc<dyn Cluster>>,
+        adjust: impl FnOnce(&mut Config),
+    ) -> TestServer {
         init_logging();
         let mut config = Config::new(SECRET);
         config.tick = Duration::from_millis(50);
@@ -89,7 +104,10 @@ impl TestServer {
             .await
             .expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().unwrap();
-        let hub = Arc::new(Hub::new(config));
+        let hub = match cluster {
+            Some(cluster) => Hub::with_cluster(config, cluster),
+            None => Arc::new(Hub::new(config)),
+        };
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(headcount_server::serve(listener, hub.clone(), async move {
             let _ = rx.await;
@@ -442,6 +460,17 @@ impl WsClient {
                     panic!("closed while waiting for reply {msg_ref}: {frame:?}")
                 }
                 Frame::Binary(_) | Frame::Pong(_) => {}
+            }
+        }
+    }
+
+    /// Skips messages until the server closes the socket; returns the close code.
+    pub async fn expect_close(&mut self) -> Option<u16> {
+        loop {
+            match self.recv().await {
+                Frame::Close(c) => return c.map(|(code, _)| code),
+                Frame::Ended => return None,
+                _ => {}
             }
         }
     }
