@@ -12,15 +12,18 @@
 //! * [`refs`]: [`Ref`], the opaque message references (strings or numbers, echoed verbatim);
 //! * [`decode`]: client frames into [`ClientMessage`];
 //! * [`encode`]: server frames (replies, pushes, broadcasts, closes, user broadcasts), written
-//!   straight into a byte buffer so a frame can be encoded once and shared by every recipient.
+//!   straight into a byte buffer so a frame can be encoded once and shared by every recipient;
+//! * [`client`]: the other direction, for SDKs: server frames in, client frames out.
 //!
 //! Payloads are carried as raw JSON ([`serde_json::value::RawValue`]) or raw bytes: a payload
 //! that the server only relays is never parsed into a tree and re-serialized.
 
+pub mod client;
 pub mod decode;
 pub mod encode;
 pub mod refs;
 
+pub use client::{ServerMessage, decode_server_binary, decode_server_text};
 pub use decode::{ClientMessage, DecodeError, Payload, UserBroadcast, decode_binary, decode_text};
 pub use encode::FrameKind;
 pub use refs::Ref;

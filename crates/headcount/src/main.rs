@@ -1,7 +1,10 @@
 //! `headcount`: the command-line front door.
 //!
 //! * `headcount serve`: runs the server (one node, in memory);
-//! * `headcount token`: prints a signed JWT for a role.
+//! * `headcount token`: prints a signed JWT for a role;
+//! * `headcount watch`: joins a channel and shows who is there (see [`watch`]).
+
+mod watch;
 
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -28,6 +31,8 @@ enum Command {
     Serve(ServeArgs),
     /// Print a signed JWT.
     Token(TokenArgs),
+    /// Join a channel, track yourself, and watch who is there.
+    Watch(watch::WatchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -90,6 +95,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve(args) => serve(args),
+        Command::Watch(args) => watch::run(args),
     }
 }
 
