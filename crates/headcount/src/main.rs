@@ -4,15 +4,17 @@
 //! * `headcount token`: prints a signed JWT for a role;
 //! * `headcount watch`: joins a channel and shows who is there (see [`watch`]).
 
+mod settings;
 mod watch;
 
-use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use base64::Engine;
 use clap::{Args, Parser, Subcommand};
-use headcount_server::{Config, auth};
+use headcount_server::auth;
+use settings::{LogFormat, Settings};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -28,7 +30,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a signed JWT.
     Token(TokenArgs),
     /// Join a channel, track yourself, and watch who is there.
@@ -37,22 +39,25 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct ServeArgs {
-    /// The address to listen on.
-    #[arg(long, default_value = "127.0.0.1:4000", env = "HEADCOUNT_BIND")]
-    bind: SocketAddr,
-    /// The secret that signs JWTs (HS256/384/512). Without one, a secret is generated and the
-    /// keys signed with it are printed.
-    #[arg(long, env = "HEADCOUNT_JWT_SECRET", hide_env_values = true)]
-    jwt_secret: Option<String>,
-    /// Close sockets that send nothing for this many seconds.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
-    idle_timeout: u64,
+    /// A TOML settings file; flags and environment variables take precedence over it.
+    #[arg(long, env = "HEADCOUNT_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the effective settings (secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
+    #[command(flatten)]
+    settings: Settings,
 }
 
 #[derive(Args, Debug)]
 struct TokenArgs {
     /// The secret to sign with.
-    #[arg(long, env = "HEADCOUNT_JWT_SECRET", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "HEADCOUNT_JWT_SECRET",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     jwt_secret: String,
     /// The `role` claim (`anon`, `authenticated`, `service_role`, ...).
     #[arg(long)]
@@ -94,7 +99,7 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Watch(args) => watch::run(args),
     }
 }
@@ -103,15 +108,19 @@ fn main() -> anyhow::Result<()> {
 const KEY_LIFETIME: i64 = 10 * 365 * 24 * 3600;
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let file = match &args.config {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    let settings = args.settings.or(&file).or(&Settings::defaults());
+    if args.print_config {
+        print!("{}", settings.to_redacted_toml());
+        return Ok(());
+    }
+    init_logging(settings.log_format.unwrap_or_default());
 
-    let generated = args.jwt_secret.is_none();
-    let secret = args.jwt_secret.unwrap_or_else(|| {
+    let generated = settings.jwt_secret.is_none();
+    let secret = settings.jwt_secret.clone().unwrap_or_else(|| {
         let bytes = [
             *uuid::Uuid::new_v4().as_bytes(),
             *uuid::Uuid::new_v4().as_bytes(),
@@ -121,18 +130,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     });
     let now = now_secs();
     let anon = auth::sign(&secret, "anon", None, now, now + KEY_LIFETIME);
-    let mut config = Config::new(secret.clone());
-    config.idle_timeout = Duration::from_secs(args.idle_timeout);
+    let mut config = settings.to_config(&secret)?;
     config.anon_key = Some(anon.clone());
+    let bind = settings.bind.expect("the defaults include an address");
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.bind)
-            .await
-            .with_context(|| format!("cannot listen on {}", args.bind))?;
+        let listener =
+            tokio::net::TcpListener::bind(bind).await.with_context(|| format!("cannot listen on {bind}"))?;
         let addr = listener.local_addr()?;
+        let hub = cluster::hub(&settings, config).await?;
         println!("headcount {} is running.\n", env!("CARGO_PKG_VERSION"));
         println!("         API URL: http://{addr}");
         println!("   WebSocket URL: ws://{addr}/realtime/v1/websocket");
@@ -141,12 +150,47 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             let service = auth::sign(&secret, "service_role", None, now, now + KEY_LIFETIME);
             println!("service_role key: {service}");
             println!("      JWT secret: {secret}");
-            println!("\nThe secret was generated for this run; pass --jwt-secret (or HEADCOUNT_JWT_SECRET) to keep keys valid across restarts.");
+            println!(
+                "\nThe secret was generated for this run; pass --jwt-secret (or HEADCOUNT_JWT_SECRET) to keep keys valid across restarts."
+            );
+        }
+        if let Some(url) = &settings.redis_url {
+            println!("         cluster: node {} on {}", hub.cluster.node_id(), settings::redact_url(url));
         }
         println!();
-        headcount_server::run(listener, config, shutdown_signal()).await?;
+        headcount_server::serve(listener, hub, shutdown_signal()).await?;
         Ok(())
     })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+mod cluster {
+    //! Picks the cluster backend: standalone, or Redis with `--redis`.
+
+    use std::sync::Arc;
+
+    use headcount_server::{Config, Hub};
+
+    use crate::settings::Settings;
+
+    /// The hub for these settings.
+    pub async fn hub(settings: &Settings, config: Config) -> anyhow::Result<Arc<Hub>> {
+        match &settings.redis_url {
+            None => Ok(Arc::new(Hub::new(config))),
+            Some(_) => anyhow::bail!("cluster mode (--redis) is not available in this build yet"),
+        }
+    }
 }
 
 async fn shutdown_signal() {
