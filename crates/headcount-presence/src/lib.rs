@@ -9,14 +9,17 @@
 //! * [`refs`]: [`PhxRef`], the 16-character unique reference of a meta, and its generator;
 //! * [`payload`]: [`Payload`], a canonical JSON object (what a member tracked);
 //! * [`state`]: [`ChannelPresence`], the state with track / update / untrack;
-//! * [`diff`]: [`Diff`], its JSON form, and [`Diff::merge`] for coalescing.
+//! * [`diff`]: [`Diff`], its JSON form, and [`Diff::merge`] for coalescing;
+//! * [`view`]: [`PresenceView`], the state subscribers have been told (for coalesced diffs).
 
 pub mod diff;
 pub mod payload;
 pub mod refs;
 pub mod state;
+pub mod view;
 
 pub use diff::Diff;
 pub use payload::{NotAnObject, Payload};
 pub use refs::{PhxRef, RefGenerator};
 pub use state::{ChannelPresence, Meta};
+pub use view::PresenceView;

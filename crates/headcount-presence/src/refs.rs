@@ -32,6 +32,16 @@ impl PhxRef {
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("base64 is ASCII")
     }
+
+    /// The reference whose text is `text` (what [`PhxRef::as_str`] gives), if it is 16 base64url
+    /// characters: how a reference comes back from storage or another node.
+    pub fn parse(text: &str) -> Option<PhxRef> {
+        let bytes: [u8; 16] = text.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'_')
+            .then_some(PhxRef(bytes))
+    }
 }
 
 impl fmt::Debug for PhxRef {
@@ -97,5 +107,13 @@ mod tests {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             );
         }
+    }
+
+    #[test]
+    fn parse_gives_back_what_as_str_wrote() {
+        let r = RefGenerator::new(3).next(1_700_000_000_000_000_000);
+        assert_eq!(PhxRef::parse(r.as_str()), Some(r));
+        assert_eq!(PhxRef::parse("too-short"), None);
+        assert_eq!(PhxRef::parse("sixteen-chars!!!"), None);
     }
 }

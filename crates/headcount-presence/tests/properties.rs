@@ -237,3 +237,32 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// A view that applies every published diff equals the state, whatever was coalesced.
+    #[test]
+    fn a_view_of_published_diffs_equals_the_state(
+        ops in prop::collection::vec(op(), 1..60),
+        windows in prop::collection::vec(1usize..6, 1..30),
+    ) {
+        let (diffs, states) = run(&ops);
+        let mut view = headcount_presence::PresenceView::new();
+        let mut at = 0;
+        for w in windows.iter().cycle() {
+            if at >= diffs.len() {
+                break;
+            }
+            let end = (at + w).min(diffs.len());
+            let mut merged = Diff::default();
+            for d in &diffs[at..end] {
+                merged.merge(d.clone());
+            }
+            view.apply(&merged);
+            prop_assert_eq!(
+                normalized(&from_state_json(&view.state_json())),
+                normalized(&from_state_json(&states[end - 1]))
+            );
+            at = end;
+        }
+    }
+}

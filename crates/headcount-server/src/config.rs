@@ -40,6 +40,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Rate and size limits.
     pub limits: Limits,
+    /// Presence diffs of a busy channel are merged over this window (a channel quiet for a
+    /// window sends its next change at once). Zero sends every diff at once.
+    pub presence_window: Duration,
     /// The public anon key to hand to the demo page, if any.
     pub anon_key: Option<String>,
 }
@@ -111,6 +114,7 @@ impl Config {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             limits: Limits::default(),
+            presence_window: Duration::from_millis(50),
             anon_key: None,
         }
     }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use headcount_presence::{ChannelPresence, Diff, Payload, PhxRef, RefGenerator};
+use headcount_presence::{ChannelPresence, Diff, Payload, PhxRef, PresenceView, RefGenerator};
 use headcount_protocol::{Encoding, Ref, Serializer, encode};
 
 use crate::cluster::{Cluster, ClusterSink, PresenceEntry, RelayedBroadcast, Standalone};
@@ -113,6 +113,16 @@ impl Broadcast<'_> {
 struct ChannelState {
     members: Vec<Member>,
     presence: ChannelPresence<Owner>,
+    /// What the members have been told, while diffs are coalesced: the presence minus
+    /// `pending`. A member who joins gets this state, then `pending` when it is flushed, so it
+    /// learns each presence exactly once.
+    published: PresenceView,
+    /// Changes not yet sent, merged (a join and a leave of one meta cancel out).
+    pending: Diff,
+    /// When the last diff went out (milliseconds on the hub's clock).
+    last_flush_ms: u64,
+    /// Whether the channel waits in the hub's flush queue.
+    queued: bool,
     /// Set, under the registry shard's lock, when the channel left the registry: a socket that
     /// found it there just before must look again.
     dead: bool,
@@ -128,6 +138,40 @@ pub struct Channel {
     metrics: Arc<Metrics>,
     /// Where local changes go.
     cluster: Arc<dyn Cluster>,
+    /// Diff coalescing: the window, and the hub's queue of channels with pending diffs.
+    coalescing: Arc<Coalescing>,
+    /// This channel, for the flush queue.
+    me: std::sync::Weak<Channel>,
+}
+
+/// Presence diff coalescing, shared by a hub's channels.
+///
+/// A channel whose presence has been quiet for `window` sends a change at once; changes that
+/// follow within the window are merged and sent together when it ends. A join storm in a large
+/// channel then costs one frame per member per window instead of one per member per join.
+#[derive(Debug)]
+pub struct Coalescing {
+    /// The window; zero sends every diff at once.
+    pub window: std::time::Duration,
+    /// Channels with pending diffs.
+    queue: Mutex<Vec<std::sync::Weak<Channel>>>,
+    /// The hub's clock origin.
+    epoch: std::time::Instant,
+}
+
+impl Coalescing {
+    fn new(window: std::time::Duration) -> Coalescing {
+        Coalescing {
+            window,
+            queue: Mutex::default(),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the hub started.
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
 }
 
 /// Sends one frame per serializer, encoded at most once each, to every member but `skip`
@@ -175,6 +219,49 @@ impl Channel {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Sends a presence change to the members now, or merges it into the pending diff when the
+    /// channel's last diff went out less than a window ago.
+    fn changed(&self, state: &mut ChannelState, diff: Diff) {
+        let window = self.coalescing.window;
+        if window.is_zero() {
+            publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
+            return;
+        }
+        let now = self.coalescing.now_ms();
+        if state.pending.is_empty() && now >= state.last_flush_ms + window.as_millis() as u64 {
+            publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
+            state.published.apply(&diff);
+            state.last_flush_ms = now;
+            return;
+        }
+        state.pending.merge(diff);
+        if !state.queued {
+            state.queued = true;
+            lock(&self.coalescing.queue).push(self.me.clone());
+        }
+    }
+
+    /// Sends the pending diff if the window has passed; returns whether the channel must stay
+    /// queued.
+    fn flush(&self, now: u64) -> bool {
+        let mut state = self.lock();
+        if state.dead || state.pending.is_empty() {
+            state.queued = false;
+            return false;
+        }
+        if now < state.last_flush_ms + self.coalescing.window.as_millis() as u64 {
+            return true;
+        }
+        let diff = std::mem::take(&mut state.pending);
+        if !diff.is_empty() {
+            publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
+            state.published.apply(&diff);
+        }
+        state.last_flush_ms = now;
+        state.queued = false;
+        false
+    }
+
     /// Adds a member: queues its join `reply` and, when `send_state`, the `presence_state`,
     /// before any later diff. Gives the member back if the channel has just died.
     fn add(&self, member: Member, reply: Bytes, send_state: bool) -> Result<(), Member> {
@@ -184,7 +271,11 @@ impl Channel {
         }
         member.conn.push(reply);
         if send_state {
-            let json = state.presence.state_json();
+            let json = if self.coalescing.window.is_zero() {
+                state.presence.state_json()
+            } else {
+                state.published.state_json()
+            };
             let topic = &self.key.topic;
             member
                 .conn
@@ -211,7 +302,7 @@ impl Channel {
             state.members.swap_remove(at);
         }
         if let Some(diff) = state.presence.untrack(&Owner::Local(id)) {
-            publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
+            self.changed(&mut state, diff);
             self.cluster.presence(&self.key, id, None);
         }
         state.members.is_empty()
@@ -268,7 +359,7 @@ impl Channel {
             .presence
             .track(Owner::Local(id), key, payload, phx_ref)
         {
-            publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
+            self.changed(&mut state, diff);
             if let Some((key, meta)) = state.presence.get(&Owner::Local(id)) {
                 let entry = PresenceEntry {
                     key: key.into(),
@@ -287,7 +378,7 @@ impl Channel {
             conn.push(reply);
         }
         if let Some(diff) = state.presence.untrack(&Owner::Local(id)) {
-            publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
+            self.changed(&mut state, diff);
             self.cluster.presence(&self.key, id, None);
         }
     }
@@ -342,6 +433,8 @@ pub struct Hub {
     pub draining: std::sync::atomic::AtomicBool,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Presence diff coalescing.
+    pub coalescing: Arc<Coalescing>,
     /// The other nodes, if any.
     pub cluster: Arc<dyn Cluster>,
     channels: Box<[Shard<ChannelKey, Arc<Channel>>]>,
@@ -376,6 +469,7 @@ impl Hub {
             cluster,
             users: Default::default(),
             draining: Default::default(),
+            coalescing: Arc::new(Coalescing::new(config.presence_window)),
             metrics: Default::default(),
             joins: NodeRate::per_second(config.limits.max_joins_per_second),
             events: NodeRate::per_second(config.limits.max_events_per_second),
@@ -425,11 +519,13 @@ impl Hub {
                 .entry(key.clone())
                 .or_insert_with(|| {
                     self.cluster.serve(&key);
-                    Arc::new(Channel {
+                    Arc::new_cyclic(|me| Channel {
                         key: key.clone(),
                         state: Mutex::default(),
                         metrics: self.metrics.clone(),
                         cluster: self.cluster.clone(),
+                        coalescing: self.coalescing.clone(),
+                        me: me.clone(),
                     })
                 })
                 .clone();
@@ -487,6 +583,26 @@ impl Hub {
             }
         }
         n
+    }
+
+    /// Sends the pending presence diffs whose window has passed. Called by the flusher task.
+    pub fn flush_presence(&self) {
+        let due: Vec<std::sync::Weak<Channel>> = std::mem::take(&mut *lock(&self.coalescing.queue));
+        if due.is_empty() {
+            return;
+        }
+        let now = self.coalescing.now_ms();
+        let mut again = Vec::new();
+        for weak in due {
+            if let Some(channel) = weak.upgrade()
+                && channel.flush(now)
+            {
+                again.push(weak);
+            }
+        }
+        if !again.is_empty() {
+            lock(&self.coalescing.queue).extend(again);
+        }
     }
 
     /// Every channel.
@@ -560,7 +676,7 @@ impl ClusterSink for Hub {
         let mut state = channel.lock();
         let entry = entry.as_ref().map(|e| (&*e.key, e.meta.clone()));
         if let Some(diff) = state.presence.set(Owner::Remote(owner.into()), entry) {
-            publish_diff(&self.metrics, &key.topic, &state.members, &diff);
+            channel.changed(&mut state, diff);
         }
     }
 
@@ -592,7 +708,7 @@ impl ClusterSink for Hub {
             }
         }
         if !diff.is_empty() {
-            publish_diff(&self.metrics, &key.topic, &state.members, &diff);
+            channel.changed(&mut state, diff);
         }
     }
 }

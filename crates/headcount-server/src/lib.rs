@@ -71,6 +71,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let sweeper = tokio::spawn(sweep_loop(hub.clone()));
+    let flusher = tokio::spawn(flush_loop(hub.clone()));
     let app = http::router(hub.clone());
     let header_timeout = hub.config.header_read_timeout;
     tokio::pin!(shutdown);
@@ -106,7 +107,21 @@ pub async fn serve(
     // have gone out yet), without waiting long for a backend that is down.
     let _ = tokio::time::timeout(Duration::from_secs(2), hub.cluster.shutdown()).await;
     sweeper.abort();
+    flusher.abort();
     Ok(())
+}
+
+async fn flush_loop(hub: Arc<Hub>) {
+    if hub.coalescing.window.is_zero() {
+        return;
+    }
+    let period = (hub.coalescing.window / 4).max(Duration::from_millis(2));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        hub.flush_presence();
+    }
 }
 
 async fn sweep_loop(hub: Arc<Hub>) {

@@ -90,6 +90,14 @@ pub struct Settings {
     /// The largest broadcast or tracked payload, in kilobytes of 1,000 bytes [default: 3000].
     #[arg(long, env = "HEADCOUNT_MAX_PAYLOAD_SIZE_KB", value_name = "KB")]
     pub max_payload_size_kb: Option<usize>,
+    /// Merge the presence diffs of a busy channel over this many milliseconds (0: send each at
+    /// once) [default: 50].
+    #[arg(
+        long,
+        env = "HEADCOUNT_PRESENCE_WINDOW_MS",
+        value_name = "MILLISECONDS"
+    )]
+    pub presence_window_ms: Option<u64>,
     /// Share presence and broadcast with other nodes through this Redis (`redis://HOST:PORT`).
     #[arg(
         long = "redis",
@@ -130,7 +138,7 @@ impl Settings {
             idle_timeout, unjoined_timeout, header_read_timeout, shutdown_grace, max_frame_size,
             max_message_size, outbox_limit, max_channels_per_client, max_concurrent_users,
             max_joins_per_second, max_events_per_second, max_presence_events_per_second,
-            client_presence_max_calls, client_presence_window, max_payload_size_kb, redis_url,
+            client_presence_max_calls, client_presence_window, max_payload_size_kb, presence_window_ms, redis_url,
             node_timeout, log_format);
         self
     }
@@ -167,6 +175,7 @@ impl Settings {
             client_presence_max_calls: Some(limits.client_presence_max_calls),
             client_presence_window: Some(limits.client_presence_window.as_secs()),
             max_payload_size_kb: Some(limits.max_payload_size_kb),
+            presence_window_ms: Some(50),
             redis_url: None,
             node_timeout: Some(10),
             log_format: Some(LogFormat::Text),
@@ -221,6 +230,8 @@ impl Settings {
             client_presence_window: secs(self.client_presence_window),
             max_payload_size_kb: self.max_payload_size_kb.expect("complete settings"),
         };
+        config.presence_window =
+            Duration::from_millis(self.presence_window_ms.expect("complete settings"));
         if config.max_message_size < config.max_frame_size {
             bail!(
                 "max_message_size ({}) is below max_frame_size ({})",
