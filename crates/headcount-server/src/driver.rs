@@ -17,6 +17,52 @@ use crate::conn::{Batch, Conn, signal};
 use crate::hub::Hub;
 use crate::metrics::{Limit, Metrics};
 use crate::session::{Flow, Session};
+
+/// What a socket's messages go to: the Phoenix [`Session`] in the server, or something
+/// simpler (an echo, for WebSocket conformance runs).
+pub trait Handler: Send {
+    /// A text message (valid UTF-8).
+    fn text(&mut self, text: &[u8], now_ms: u64) -> Flow;
+    /// A binary message.
+    fn binary(&mut self, bin: &[u8], now_ms: u64) -> Flow;
+    /// A deadline passed (token expiry).
+    fn timers(&mut self, now_ms: u64);
+    /// The socket is gone.
+    fn terminate(&mut self);
+}
+
+impl Handler for Session {
+    fn text(&mut self, text: &[u8], now_ms: u64) -> Flow {
+        self.handle_text(text, now_ms)
+    }
+    fn binary(&mut self, bin: &[u8], now_ms: u64) -> Flow {
+        self.handle_binary(bin, now_ms)
+    }
+    fn timers(&mut self, now_ms: u64) {
+        self.on_timers(now_ms);
+    }
+    fn terminate(&mut self) {
+        Session::terminate(self);
+    }
+}
+
+/// Echoes every message back: the handler of `examples/ws_echo.rs`, which WebSocket
+/// conformance suites (Autobahn's cases) drive through the real reader and writer.
+#[derive(Debug)]
+pub struct Echo(pub Arc<Conn>);
+
+impl Handler for Echo {
+    fn text(&mut self, text: &[u8], _now_ms: u64) -> Flow {
+        self.0.push(ws::encode_frame(Opcode::Text, text));
+        Flow::Continue
+    }
+    fn binary(&mut self, bin: &[u8], _now_ms: u64) -> Flow {
+        self.0.push(ws::encode_frame(Opcode::Binary, bin));
+        Flow::Continue
+    }
+    fn timers(&mut self, _now_ms: u64) {}
+    fn terminate(&mut self) {}
+}
 use crate::ws::{self, Message, Opcode, WsError, WsReader, close_code};
 
 /// The time in Unix milliseconds.
@@ -31,7 +77,7 @@ pub fn now_ms() -> u64 {
 pub async fn run<R, W>(
     hub: Arc<Hub>,
     conn: Arc<Conn>,
-    session: Session,
+    handler: impl Handler,
     read: R,
     write: W,
     prefix: Bytes,
@@ -43,9 +89,9 @@ pub async fn run<R, W>(
     let writer = tokio::spawn(write_loop(conn.clone(), hub.metrics.clone(), write));
     let mut reader = WsReader::new(1024, hub.config.max_frame_size, hub.config.max_message_size);
     reader.push_prefix(&prefix);
-    let mut session = session;
-    read_loop(&hub, &conn, &mut session, read, &mut reader).await;
-    session.terminate();
+    let mut handler = handler;
+    read_loop(&hub, &conn, &mut handler, read, &mut reader).await;
+    handler.terminate();
     hub.remove_conn(conn.id);
     conn.finish();
     let _ = writer.await;
@@ -55,7 +101,7 @@ pub async fn run<R, W>(
 async fn read_loop<R: AsyncRead + Unpin>(
     hub: &Hub,
     conn: &Conn,
-    session: &mut Session,
+    session: &mut impl Handler,
     mut read: R,
     reader: &mut WsReader,
 ) {
@@ -65,8 +111,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 Ok(Some(message)) => {
                     let now = now_ms();
                     let flow = match message {
-                        Message::Text(text) => session.handle_text(&text, now),
-                        Message::Binary(bin) => session.handle_binary(&bin, now),
+                        Message::Text(text) => session.text(&text, now),
+                        Message::Binary(bin) => session.binary(&bin, now),
                         Message::Ping(data) => {
                             conn.push(ws::encode_frame(Opcode::Pong, &data));
                             Flow::Continue
@@ -115,7 +161,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     }
                 }
                 if bits & signal::TIMERS != 0 {
-                    session.on_timers(now);
+                    session.timers(now);
                 }
             }
             read = read.read_buf(reader.buffer()) => match read {
