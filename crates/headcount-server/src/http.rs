@@ -34,11 +34,24 @@ pub fn router(hub: Arc<Hub>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(crate::demo::routes())
+        .merge(crate::api::routes())
+        .merge(crate::admin::routes())
         .with_state(hub)
 }
 
 /// `GET /readyz`: 200 while accepting traffic, 503 while draining.
 async fn readyz(State(hub): State<Arc<Hub>>) -> Response {
+    let cluster = hub.cluster.health();
+    if !cluster.connected {
+        let body = serde_json::json!({"status": "cluster unreachable", "detail": cluster.detail})
+            .to_string();
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
+    }
     if hub.draining.load(Ordering::Relaxed) {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -90,6 +103,11 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
             "headcount_draining",
             "1 while the server is shutting down.",
             f64::from(u8::from(hub.draining.load(Ordering::Relaxed))),
+        ),
+        (
+            "headcount_cluster_connected",
+            "1 while the node reaches its cluster backend (always 1 standalone).",
+            f64::from(u8::from(hub.cluster.health().connected)),
         ),
     ]);
     (

@@ -119,8 +119,8 @@ struct ChannelState {
     published: PresenceView,
     /// Changes not yet sent, merged (a join and a leave of one meta cancel out).
     pending: Diff,
-    /// When the last diff went out (milliseconds on the hub's clock).
-    last_flush_ms: u64,
+    /// When the last diff went out (milliseconds on the hub's clock); `None` before the first.
+    last_flush_ms: Option<u64>,
     /// Whether the channel waits in the hub's flush queue.
     queued: bool,
     /// Set, under the registry shard's lock, when the channel left the registry: a socket that
@@ -228,10 +228,13 @@ impl Channel {
             return;
         }
         let now = self.coalescing.now_ms();
-        if state.pending.is_empty() && now >= state.last_flush_ms + window.as_millis() as u64 {
+        let quiet = state
+            .last_flush_ms
+            .is_none_or(|last| now >= last + window.as_millis() as u64);
+        if state.pending.is_empty() && quiet {
             publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
             state.published.apply(&diff);
-            state.last_flush_ms = now;
+            state.last_flush_ms = Some(now);
             return;
         }
         state.pending.merge(diff);
@@ -249,7 +252,10 @@ impl Channel {
             state.queued = false;
             return false;
         }
-        if now < state.last_flush_ms + self.coalescing.window.as_millis() as u64 {
+        if state
+            .last_flush_ms
+            .is_some_and(|last| now < last + self.coalescing.window.as_millis() as u64)
+        {
             return true;
         }
         let diff = std::mem::take(&mut state.pending);
@@ -257,7 +263,7 @@ impl Channel {
             publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
             state.published.apply(&diff);
         }
-        state.last_flush_ms = now;
+        state.last_flush_ms = Some(now);
         state.queued = false;
         false
     }

@@ -21,10 +21,16 @@
 //! * [`session`]: one socket's protocol state machine (no I/O, no clock);
 //! * [`driver`]: the reader and writer tasks around a session;
 //! * [`http`]: routes, the upgrade, and HTTP connection serving;
+//! * [`api`]: broadcast over HTTP (Supabase's REST endpoints);
+//! * [`admin`]: the service_role admin API and the page at `/admin`;
+//! * [`cluster`]: sharing presence and broadcast between nodes;
+//! * [`metrics`]: counters for `/metrics`; [`limits`]: rate windows; [`policy`]: private channels;
 //! * [`demo`]: the demo page at `/`, built from `web/` and embedded.
 //!
 //! [`run`] serves on a listener that is already bound until a shutdown future completes.
 
+pub mod admin;
+pub mod api;
 pub mod auth;
 pub mod cluster;
 pub mod config;
