@@ -198,7 +198,10 @@ pub fn decode_binary(serializer: Serializer, bin: &[u8]) -> Result<ClientMessage
         if nests_deeper_than(body, MAX_DEPTH - 1) {
             return Err(DecodeError::TooDeep);
         }
-        if serde_json::from_slice::<IgnoredAny>(body).is_err() {
+        // JSON text is UTF-8; serde_json does not check inside strings it skips, and this body
+        // is relayed verbatim inside text frames.
+        if std::str::from_utf8(body).is_err() || serde_json::from_slice::<IgnoredAny>(body).is_err()
+        {
             return Err(DecodeError::BodyNotJson);
         }
     }

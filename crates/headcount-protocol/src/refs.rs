@@ -7,7 +7,8 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, Visitor};
+use serde::de::{self, Deserialize, Deserializer};
+use serde_json::value::RawValue;
 
 /// An opaque message reference: `null`, a JSON string, or a JSON number.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
@@ -59,45 +60,20 @@ impl fmt::Display for Ref {
 }
 
 impl<'de> Deserialize<'de> for Ref {
+    /// Keeps a number's text exactly as it came (`1.50` stays `1.50`), by reading the raw JSON.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Ref, D::Error> {
-        struct RefVisitor;
-
-        impl<'de> Visitor<'de> for RefVisitor {
-            type Value = Ref;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string, a number or null")
-            }
-
-            fn visit_unit<E: de::Error>(self) -> Result<Ref, E> {
-                Ok(Ref::Null)
-            }
-
-            fn visit_none<E: de::Error>(self) -> Result<Ref, E> {
-                Ok(Ref::Null)
-            }
-
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Ref, E> {
-                Ok(Ref::Str(v.into()))
-            }
-
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Ref, E> {
-                Ok(Ref::Num(v.to_string().into()))
-            }
-
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Ref, E> {
-                Ok(Ref::Num(v.to_string().into()))
-            }
-
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Ref, E> {
-                match serde_json::Number::from_f64(v) {
-                    Some(n) => Ok(Ref::Num(n.to_string().into())),
-                    None => Err(E::custom("a ref must be a finite number")),
-                }
-            }
+        let raw: Box<RawValue> = Deserialize::deserialize(deserializer)?;
+        let text = raw.get();
+        match text.as_bytes().first() {
+            Some(b'"') => serde_json::from_str::<String>(text)
+                .map(|s| Ref::Str(s.into()))
+                .map_err(de::Error::custom),
+            Some(b'n') => Ok(Ref::Null),
+            Some(b'-' | b'0'..=b'9') => Ok(Ref::Num(text.into())),
+            _ => Err(de::Error::custom(
+                "a ref must be a string, a number or null",
+            )),
         }
-
-        deserializer.deserialize_any(RefVisitor)
     }
 }
 
@@ -120,6 +96,22 @@ mod tests {
         );
         let echoed: Vec<String> = refs.iter().map(Ref::to_json).collect();
         assert_eq!(echoed, [r#""12""#, "0", "null", "-3", r#""a\"b""#]);
+    }
+
+    #[test]
+    fn numbers_keep_their_text() {
+        let refs: Vec<Ref> =
+            serde_json::from_str("[1.50, 1e2, 100000000000000000000000000000000000000000001]")
+                .unwrap();
+        let echoed: Vec<String> = refs.iter().map(Ref::to_json).collect();
+        assert_eq!(
+            echoed,
+            [
+                "1.50",
+                "1e2",
+                "100000000000000000000000000000000000000000001"
+            ]
+        );
     }
 
     #[test]

@@ -431,3 +431,14 @@ fn nesting_is_limited() {
     );
     assert!(nests_deeper_than(b"[[", 1));
 }
+
+/// Found by fuzzing: a JSON-encoded user broadcast whose body is not UTF-8 would be relayed
+/// inside 1.0.0 text frames, which browsers must reject.
+#[test]
+fn regression_kind3_json_body_must_be_utf8() {
+    let frame = [0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x22, 0xff, 0x22];
+    assert_eq!(
+        decode_binary(Serializer::V2, &frame).unwrap_err(),
+        DecodeError::BodyNotJson
+    );
+}

@@ -254,7 +254,7 @@ impl Verifier {
                 Some(exp) if exp > now => Some(exp),
                 Some(exp) => {
                     return Err(AuthError::Expired {
-                        seconds_ago: now - exp,
+                        seconds_ago: now.saturating_sub(exp),
                     });
                 }
                 None => return Err(AuthError::InvalidExp),
@@ -389,6 +389,21 @@ mod tests {
         assert_eq!(clean_token("a%2Eb"), "a.b");
         assert_eq!(clean_token("%"), "%");
         assert_eq!(clean_token("ab%4"), "ab%4");
+    }
+
+    /// Found by fuzzing: `now - exp` overflowed for an `exp` of `i64::MIN`.
+    #[test]
+    fn regression_an_exp_of_i64_min_does_not_overflow() {
+        let t = sign_claims(
+            "secret",
+            &serde_json::json!({"role": "anon", "exp": i64::MIN}),
+        );
+        assert_eq!(
+            v().verify(&t, NOW),
+            Err(AuthError::Expired {
+                seconds_ago: i64::MAX
+            })
+        );
     }
 
     #[test]

@@ -591,7 +591,7 @@ impl Session {
             .collect();
         for (topic, exp) in expired {
             let message = AuthError::Expired {
-                seconds_ago: now - exp,
+                seconds_ago: now.saturating_sub(exp),
             }
             .to_string();
             self.shut_down(&topic, &message, now_ms);

@@ -114,7 +114,9 @@ impl WsReader {
             }
             let total = header.header_len + header.payload_len as usize;
             if self.buf.len() < total {
-                self.buf.reserve(total - self.buf.len());
+                // Grow toward the frame as its bytes arrive, not all at once on a header's word:
+                // a header alone must not make a connection reserve `max_frame` bytes.
+                self.buf.reserve((total - self.buf.len()).min(64 * 1024));
                 return Ok(None);
             }
             let mut payload = self.buf.split_to(total);
