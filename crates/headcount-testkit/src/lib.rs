@@ -99,6 +99,9 @@ impl TestServer {
         init_logging();
         let mut config = Config::new(SECRET);
         config.tick = Duration::from_millis(50);
+        // Every diff at once, so tests can read presence frames deterministically; the window's
+        // own behaviour is tested where a test sets it.
+        config.presence_window = Duration::ZERO;
         adjust(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
