@@ -31,35 +31,19 @@
 //! ```
 
 use std::borrow::Cow;
-use std::fmt;
 
-use serde::Deserialize;
-use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
-use serde_json::value::RawValue;
-
+use crate::decode::{Message, check_json_body, decode_text, split_fields};
 use crate::encode::write_json_str;
 use crate::{
     DecodeError, Encoding, FrameKind, KIND_USER_BROADCAST, KIND_USER_BROADCAST_PUSH, Payload, Ref,
     Serializer, UserBroadcast,
 };
 
-/// One message from a server, whatever its serializer.
-#[derive(Debug)]
-pub struct ServerMessage<'a> {
-    /// The `join_ref` of the channel the message belongs to: set on replies and channel pushes
-    /// in 2.0.0, `null` on broadcasts, and always `null` in 1.0.0 (which never sends it).
-    pub join_ref: Ref,
-    /// The reference of the client message this replies to, or `null`.
-    pub msg_ref: Ref,
-    /// The topic, such as `realtime:room1` or `phoenix`.
-    pub topic: Cow<'a, str>,
-    /// The event: `phx_reply`, `presence_state`, `presence_diff`, `broadcast`, `system`,
-    /// `phx_close`, `phx_error`, ...
-    pub event: Cow<'a, str>,
-    /// The payload: JSON for text frames, a [`UserBroadcast`] for binary frames (whose event is
-    /// always `broadcast`).
-    pub payload: Payload<'a>,
-}
+/// One message from a server, whatever its serializer. Replies and channel pushes carry the
+/// channel's `join_ref` in 2.0.0; broadcasts have null refs; 1.0.0 never sends a `join_ref`.
+/// The payload is JSON for text frames and a [`UserBroadcast`] for binary frames (whose event is
+/// always `broadcast`).
+pub type ServerMessage<'a> = Message<'a>;
 
 /// Decodes a server text frame.
 ///
@@ -77,24 +61,8 @@ pub fn decode_server_text(
     serializer: Serializer,
     text: &[u8],
 ) -> Result<ServerMessage<'_>, DecodeError> {
-    match serializer {
-        Serializer::V1 => {
-            let m: V1ServerMessage<'_> =
-                serde_json::from_slice(text).map_err(|e| DecodeError::Json(e.to_string()))?;
-            Ok(ServerMessage {
-                join_ref: m.join_ref,
-                msg_ref: m.msg_ref,
-                topic: m.topic.0,
-                event: m.event.0,
-                payload: Payload::Json(m.payload),
-            })
-        }
-        Serializer::V2 => {
-            let m: V2ServerMessage<'_> =
-                serde_json::from_slice(text).map_err(|e| DecodeError::Json(e.to_string()))?;
-            Ok(m.0)
-        }
-    }
+    // Server and client messages have the same shape; servers always send `ref`.
+    decode_text(serializer, text)
 }
 
 /// Decodes a server binary frame. Only kind 4 (user broadcast) exists from server to client;
@@ -128,22 +96,12 @@ pub fn decode_server_binary(
         1 => Encoding::Json,
         other => return Err(DecodeError::UnknownEncoding(other)),
     };
-    let mut cursor = &rest[4..];
-    let mut fields: [&[u8]; 3] = [&[]; 3];
-    for (field, len) in fields.iter_mut().zip(lens) {
-        if cursor.len() < len {
-            return Err(DecodeError::Truncated);
-        }
-        let (head, tail) = cursor.split_at(len);
-        *field = head;
-        cursor = tail;
-    }
+    let (fields, body) = split_fields(&rest[4..], lens)?;
     let text = |b| std::str::from_utf8(b).map_err(|_| DecodeError::Utf8);
-    let body = cursor;
-    if encoding == Encoding::Json && serde_json::from_slice::<IgnoredAny>(body).is_err() {
-        return Err(DecodeError::BodyNotJson);
+    if encoding == Encoding::Json {
+        check_json_body(body)?;
     }
-    Ok(ServerMessage {
+    Ok(Message {
         join_ref: Ref::Null,
         msg_ref: Ref::Null,
         topic: Cow::Borrowed(text(fields[0])?),
@@ -258,59 +216,4 @@ pub fn user_broadcast_push(
     }
     out.extend_from_slice(body);
     Some(FrameKind::Binary)
-}
-
-/// A string that borrows from the input when it has no escapes.
-#[derive(Deserialize)]
-struct Text<'a>(#[serde(borrow)] Cow<'a, str>);
-
-#[derive(Deserialize)]
-struct V1ServerMessage<'a> {
-    #[serde(borrow)]
-    topic: Text<'a>,
-    #[serde(borrow)]
-    event: Text<'a>,
-    #[serde(borrow)]
-    payload: &'a RawValue,
-    #[serde(rename = "ref", default)]
-    msg_ref: Ref,
-    #[serde(default)]
-    join_ref: Ref,
-}
-
-/// `[join_ref, ref, topic, event, payload, ...]`: at least five elements; extra ones are
-/// ignored.
-struct V2ServerMessage<'a>(ServerMessage<'a>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for V2ServerMessage<'a> {
-    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ArrayVisitor;
-
-        impl<'de> Visitor<'de> for ArrayVisitor {
-            type Value = V2ServerMessage<'de>;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an array [join_ref, ref, topic, event, payload]")
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                let short = |n| de::Error::invalid_length(n, &"at least 5 elements");
-                let join_ref: Ref = seq.next_element()?.ok_or_else(|| short(0))?;
-                let msg_ref: Ref = seq.next_element()?.ok_or_else(|| short(1))?;
-                let topic: Text<'de> = seq.next_element()?.ok_or_else(|| short(2))?;
-                let event: Text<'de> = seq.next_element()?.ok_or_else(|| short(3))?;
-                let payload: &'de RawValue = seq.next_element()?.ok_or_else(|| short(4))?;
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(V2ServerMessage(ServerMessage {
-                    join_ref,
-                    msg_ref,
-                    topic: topic.0,
-                    event: event.0,
-                    payload: Payload::Json(payload),
-                }))
-            }
-        }
-
-        deserializer.deserialize_seq(ArrayVisitor)
-    }
 }

@@ -13,9 +13,10 @@ use serde_json::value::RawValue;
 
 use crate::{Encoding, KIND_USER_BROADCAST_PUSH, Ref, Serializer};
 
-/// One message from a client, whatever its serializer.
+/// One Phoenix message, whatever its serializer: what a client sends (a [`ClientMessage`]) and
+/// what a server sends (a [`ServerMessage`](crate::client::ServerMessage)) have the same shape.
 #[derive(Debug)]
-pub struct ClientMessage<'a> {
+pub struct Message<'a> {
     /// The `join_ref` of the channel the message belongs to (`null` for heartbeats).
     pub join_ref: Ref,
     /// The message's own reference, echoed in the reply.
@@ -28,7 +29,10 @@ pub struct ClientMessage<'a> {
     pub payload: Payload<'a>,
 }
 
-/// The payload of a [`ClientMessage`].
+/// A message from a client.
+pub type ClientMessage<'a> = Message<'a>;
+
+/// The payload of a [`Message`].
 #[derive(Debug)]
 pub enum Payload<'a> {
     /// A JSON value, as it came (text frames).
@@ -131,7 +135,7 @@ pub fn nests_deeper_than(bytes: &[u8], max: usize) -> bool {
 }
 
 /// Decodes a text frame.
-pub fn decode_text(serializer: Serializer, text: &[u8]) -> Result<ClientMessage<'_>, DecodeError> {
+pub fn decode_text(serializer: Serializer, text: &[u8]) -> Result<Message<'_>, DecodeError> {
     if nests_deeper_than(text, MAX_DEPTH) {
         return Err(DecodeError::TooDeep);
     }
@@ -139,7 +143,7 @@ pub fn decode_text(serializer: Serializer, text: &[u8]) -> Result<ClientMessage<
         Serializer::V1 => {
             let m: V1Message<'_> =
                 serde_json::from_slice(text).map_err(|e| DecodeError::Json(e.to_string()))?;
-            Ok(ClientMessage {
+            Ok(Message {
                 join_ref: m.join_ref,
                 msg_ref: m.msg_ref,
                 topic: m.topic.0,
@@ -156,7 +160,7 @@ pub fn decode_text(serializer: Serializer, text: &[u8]) -> Result<ClientMessage<
 }
 
 /// Decodes a binary frame. Only kind 3 (user broadcast push) is accepted from clients.
-pub fn decode_binary(serializer: Serializer, bin: &[u8]) -> Result<ClientMessage<'_>, DecodeError> {
+pub fn decode_binary(serializer: Serializer, bin: &[u8]) -> Result<Message<'_>, DecodeError> {
     if serializer == Serializer::V1 {
         return Err(DecodeError::BinaryOnV1);
     }
@@ -173,16 +177,7 @@ pub fn decode_binary(serializer: Serializer, bin: &[u8]) -> Result<ClientMessage
         1 => Encoding::Json,
         other => return Err(DecodeError::UnknownEncoding(other)),
     };
-    let mut cursor = &rest[6..];
-    let mut fields: [&[u8]; 5] = [&[]; 5];
-    for (field, len) in fields.iter_mut().zip(lens) {
-        if cursor.len() < len {
-            return Err(DecodeError::Truncated);
-        }
-        let (head, tail) = cursor.split_at(len);
-        *field = head;
-        cursor = tail;
-    }
+    let (fields, body) = split_fields(&rest[6..], lens)?;
     fn text(b: &[u8]) -> Result<&str, DecodeError> {
         std::str::from_utf8(b).map_err(|_| DecodeError::Utf8)
     }
@@ -193,19 +188,10 @@ pub fn decode_binary(serializer: Serializer, bin: &[u8]) -> Result<ClientMessage
             Ref::str(text(b)?)
         })
     };
-    let body = cursor;
     if encoding == Encoding::Json {
-        if nests_deeper_than(body, MAX_DEPTH - 1) {
-            return Err(DecodeError::TooDeep);
-        }
-        // JSON text is UTF-8; serde_json does not check inside strings it skips, and this body
-        // is relayed verbatim inside text frames.
-        if std::str::from_utf8(body).is_err() || serde_json::from_slice::<IgnoredAny>(body).is_err()
-        {
-            return Err(DecodeError::BodyNotJson);
-        }
+        check_json_body(body)?;
     }
-    Ok(ClientMessage {
+    Ok(Message {
         join_ref: as_ref(fields[0])?,
         msg_ref: as_ref(fields[1])?,
         topic: Cow::Borrowed(text(fields[2])?),
@@ -217,6 +203,37 @@ pub fn decode_binary(serializer: Serializer, bin: &[u8]) -> Result<ClientMessage
             body,
         }),
     })
+}
+
+/// Splits the length-prefixed fields of a binary frame: `N` fields of the given lengths, then the
+/// rest (the body).
+pub(crate) fn split_fields<const N: usize>(
+    mut cursor: &[u8],
+    lens: [usize; N],
+) -> Result<([&[u8]; N], &[u8]), DecodeError> {
+    let mut fields: [&[u8]; N] = [&[]; N];
+    for (field, len) in fields.iter_mut().zip(lens) {
+        if cursor.len() < len {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, tail) = cursor.split_at(len);
+        *field = head;
+        cursor = tail;
+    }
+    Ok((fields, cursor))
+}
+
+/// Checks the body of a JSON-encoded binary broadcast: UTF-8 (serde_json does not look inside
+/// the strings it skips, and the body is relayed verbatim inside text frames), JSON, and not
+/// nested too deep.
+pub(crate) fn check_json_body(body: &[u8]) -> Result<(), DecodeError> {
+    if nests_deeper_than(body, MAX_DEPTH - 1) {
+        return Err(DecodeError::TooDeep);
+    }
+    if std::str::from_utf8(body).is_err() || serde_json::from_slice::<IgnoredAny>(body).is_err() {
+        return Err(DecodeError::BodyNotJson);
+    }
+    Ok(())
 }
 
 /// A string that borrows from the input when it has no escapes.
@@ -240,7 +257,7 @@ struct V1Message<'a> {
 
 /// `[join_ref, ref, topic, event, payload, ...]`: at least five elements; extra ones are
 /// ignored, as Supabase's decoder does.
-struct V2Message<'a>(ClientMessage<'a>);
+struct V2Message<'a>(Message<'a>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for V2Message<'a> {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -261,7 +278,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for V2Message<'a> {
                 let event: Text<'de> = seq.next_element()?.ok_or_else(|| short(3))?;
                 let payload: &'de RawValue = seq.next_element()?.ok_or_else(|| short(4))?;
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(V2Message(ClientMessage {
+                Ok(V2Message(Message {
                     join_ref,
                     msg_ref,
                     topic: topic.0,

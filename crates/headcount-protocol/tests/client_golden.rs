@@ -247,13 +247,17 @@ fn v1_server_frames() {
 }
 
 #[test]
-fn v1_join_ref_is_read_when_present_and_ref_may_be_missing() {
+fn v1_join_ref_is_read_when_present_and_ref_is_required() {
     let m = decode_server_text(
         Serializer::V1,
-        br#"{"topic":"t","event":"e","payload":[],"join_ref":"9"}"#,
+        br#"{"topic":"t","event":"e","payload":[],"ref":null,"join_ref":"9"}"#,
     )
     .unwrap();
     assert_eq!((m.join_ref, m.msg_ref), (Ref::str("9"), Ref::Null));
+    // Phoenix always sends `ref` (null on pushes); the same decoder reads both directions.
+    assert!(
+        decode_server_text(Serializer::V1, br#"{"topic":"t","event":"e","payload":[]}"#).is_err()
+    );
     assert!(decode_server_text(Serializer::V1, br#"{"topic":"t","event":"e"}"#).is_err());
 }
 
