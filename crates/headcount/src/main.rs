@@ -1,6 +1,6 @@
 //! `headcount`: the command-line front door.
 //!
-//! * `headcount serve`: runs the server (one node, in memory);
+//! * `headcount serve`: runs the server (one node in memory, or a cluster node with `--redis`);
 //! * `headcount token`: prints a signed JWT for a role;
 //! * `headcount watch`: joins a channel and shows who is there (see [`watch`]).
 
@@ -176,7 +176,7 @@ fn init_logging(format: LogFormat) {
 }
 
 mod cluster {
-    //! Picks the cluster backend: standalone, or Redis with `--redis`.
+    //! Picks the cluster backend: standalone, or Redis with `--redis` (see `headcount-redis`).
 
     use std::sync::Arc;
 
@@ -188,7 +188,12 @@ mod cluster {
     pub async fn hub(settings: &Settings, config: Config) -> anyhow::Result<Arc<Hub>> {
         match &settings.redis_url {
             None => Ok(Arc::new(Hub::new(config))),
-            Some(_) => anyhow::bail!("cluster mode (--redis) is not available in this build yet"),
+            Some(url) => {
+                let timeout = std::time::Duration::from_secs(settings.node_timeout.unwrap_or(10));
+                let options = headcount_redis::RedisOptions::default().with_node_timeout(timeout);
+                let cluster = headcount_redis::RedisCluster::connect(url, options).await?;
+                Ok(Hub::with_cluster(config, cluster))
+            }
         }
     }
 }

@@ -1,0 +1,467 @@
+//! The subscriber: one pub/sub connection, subscribed to exactly the channels the node serves.
+//!
+//! For each served channel it keeps the last sequence number it applied. A newly served channel
+//! (or one whose pub/sub connection was replaced, or whose sequence shows a gap) is
+//! resynchronised: subscribe first, then read the presence hash and the sequence number
+//! atomically (the SNAPSHOT script, on the command connection), hand the hub every entry another
+//! node owns with `remote_reset`, then replay what arrived meanwhile, skipping changes the
+//! snapshot already holds. Messages that arrive while a snapshot is pending are buffered, so a
+//! channel's changes and broadcasts reach the hub in the order they were published.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use headcount_server::cluster::PresenceEntry;
+use headcount_server::hub::ChannelKey;
+use redis::Value;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::node::{Failure, Inner};
+use crate::wire::{self, Message};
+
+/// Messages buffered per channel while its snapshot is pending; past that the buffer is
+/// dropped (a later gap brings a fresh snapshot).
+const BUFFER_BOUND: usize = 10_000;
+/// Snapshots read in one pipeline.
+const SNAPSHOT_BATCH: usize = 64;
+/// The pause before a failed snapshot is tried again.
+const RETRY: Duration = Duration::from_millis(200);
+
+enum Phase {
+    /// A snapshot must be read (once subscribed, and not before `retry_at`).
+    Stale {
+        buffer: Vec<Message>,
+        retry_at: Option<Instant>,
+    },
+    /// A snapshot is being read.
+    Fetching { ticket: u64, buffer: Vec<Message> },
+    /// In step: `last` is the sequence number of the last change applied.
+    Live { last: u64 },
+}
+
+struct Chan {
+    generation: u64,
+    subscribed: bool,
+    phase: Phase,
+}
+
+type Snapshot = Result<(u64, Vec<(String, PresenceEntry)>), Failure>;
+
+struct Loaded {
+    key: ChannelKey,
+    ticket: u64,
+    result: Snapshot,
+}
+
+struct Subscriber {
+    inner: Arc<Inner>,
+    chans: HashMap<ChannelKey, Chan>,
+    next_ticket: u64,
+    loaded_tx: mpsc::UnboundedSender<Loaded>,
+    /// The served set changed since the last reconcile.
+    dirty: bool,
+    /// Some channel may need a subscription or a snapshot.
+    todo: bool,
+    /// When the earliest failed snapshot is due again.
+    retry: Option<Instant>,
+    /// Whether the pub/sub connection was reported down (and not back yet).
+    down: bool,
+}
+
+/// Runs the subscriber until the node stops.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let (loaded_tx, mut loaded_rx) = mpsc::unbounded_channel();
+    let mut sub = Subscriber {
+        inner: inner.clone(),
+        chans: HashMap::new(),
+        next_ticket: 1,
+        loaded_tx,
+        dirty: true,
+        todo: true,
+        retry: None,
+        down: false,
+    };
+    let mut pause = Duration::from_millis(50);
+    loop {
+        if inner.is_stopped() {
+            return;
+        }
+        let timeout = inner.options.call_timeout;
+        let pubsub = match tokio::time::timeout(timeout, inner.client.get_async_pubsub()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => {
+                sub.down(format!("pub/sub: cannot connect: {e}"));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            Err(_) => {
+                sub.down(format!("pub/sub: cannot connect within {timeout:?}"));
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        pause = Duration::from_millis(50);
+        inner
+            .counters
+            .pubsub_connections
+            .fetch_add(1, Ordering::Relaxed);
+        // Whatever was published while we were away is lost: every channel starts over.
+        inner.state().live.clear();
+        for chan in sub.chans.values_mut() {
+            chan.subscribed = false;
+            chan.phase = Phase::Stale {
+                buffer: Vec::new(),
+                retry_at: None,
+            };
+        }
+        sub.dirty = true;
+        sub.todo = true;
+        let (mut sink, mut stream) = pubsub.split();
+        let mut ping = tokio::time::interval(inner.options.heartbeat());
+        ping.tick().await;
+        let reason = loop {
+            if let Err(f) = sub.reconcile(&mut sink).await {
+                break f.0;
+            }
+            if sub.down {
+                sub.down = false;
+                inner.links().pubsub_error = None;
+                tracing::info!(node = %inner.node, "redis pub/sub back");
+            }
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => sub.on_message(msg.get_channel_name(), msg.get_payload_bytes()),
+                    None => break "pub/sub connection lost".to_owned(),
+                },
+                Some(loaded) = loaded_rx.recv() => sub.on_loaded(loaded),
+                () = inner.subscriber_wake.notified() => sub.dirty = true,
+                () = sleep_until(sub.retry) => {
+                    sub.retry = None;
+                    sub.todo = true;
+                }
+                _ = ping.tick() => {
+                    match tokio::time::timeout(timeout, sink.ping::<Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => break format!("pub/sub ping failed: {e}"),
+                        Err(_) => break format!("pub/sub ping: no answer within {timeout:?}"),
+                    }
+                }
+            }
+            if inner.is_stopped() {
+                return;
+            }
+        };
+        sub.down(reason);
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Subscriber {
+    fn down(&mut self, reason: String) {
+        self.down = true;
+        let mut links = self.inner.links();
+        if links.pubsub_error.is_none() {
+            tracing::warn!(node = %self.inner.node, error = %reason, "redis pub/sub lost");
+        }
+        links.pubsub_error = Some(reason);
+    }
+
+    /// Brings subscriptions in line with the served set and starts the snapshots that are due.
+    async fn reconcile(&mut self, sink: &mut redis::aio::PubSubSink) -> Result<(), Failure> {
+        let timeout = self.inner.options.call_timeout;
+        if self.dirty {
+            self.dirty = false;
+            self.todo = true;
+            let served = self.inner.state().served.clone();
+            let gone: Vec<ChannelKey> = self
+                .chans
+                .keys()
+                .filter(|k| !served.contains_key(*k))
+                .cloned()
+                .collect();
+            let mut unsubscribe = Vec::new();
+            for key in gone {
+                self.inner.state().live.remove(&key);
+                if let Some(chan) = self.chans.remove(&key)
+                    && chan.subscribed
+                {
+                    unsubscribe.push(self.inner.layout.channel(&key).events);
+                }
+            }
+            for (key, generation) in served {
+                let chan = self.chans.entry(key.clone()).or_insert(Chan {
+                    generation: 0,
+                    subscribed: false,
+                    phase: Phase::Live { last: 0 },
+                });
+                if chan.generation != generation {
+                    // A new serve: the hub's channel starts empty and needs a reset.
+                    self.inner.state().live.remove(&key);
+                    chan.generation = generation;
+                    chan.phase = Phase::Stale {
+                        buffer: Vec::new(),
+                        retry_at: None,
+                    };
+                }
+            }
+            if !unsubscribe.is_empty() {
+                match tokio::time::timeout(timeout, sink.unsubscribe(&unsubscribe)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(Failure(format!("pub/sub: unsubscribe: {e}"))),
+                    Err(_) => return Err(Failure("pub/sub: unsubscribe timed out".into())),
+                }
+            }
+        }
+        if !self.todo {
+            return Ok(());
+        }
+        let subscribe: Vec<ChannelKey> = self
+            .chans
+            .iter()
+            .filter(|(_, c)| !c.subscribed)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for chunk in subscribe.chunks(256) {
+            let names: Vec<String> = chunk
+                .iter()
+                .map(|k| self.inner.layout.channel(k).events)
+                .collect();
+            match tokio::time::timeout(timeout, sink.subscribe(&names)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(Failure(format!("pub/sub: subscribe: {e}"))),
+                Err(_) => return Err(Failure("pub/sub: subscribe timed out".into())),
+            }
+            for key in chunk {
+                if let Some(chan) = self.chans.get_mut(key) {
+                    chan.subscribed = true;
+                }
+            }
+        }
+        self.start_snapshots();
+        self.todo = false;
+        Ok(())
+    }
+
+    /// Starts reading the snapshot of every subscribed channel that needs one and is due.
+    fn start_snapshots(&mut self) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for (key, chan) in self.chans.iter_mut() {
+            if !chan.subscribed {
+                continue;
+            }
+            if let Phase::Stale { buffer, retry_at } = &mut chan.phase {
+                if let Some(at) = *retry_at
+                    && at > now
+                {
+                    self.retry = Some(self.retry.map_or(at, |r| r.min(at)));
+                    continue;
+                }
+                let ticket = self.next_ticket;
+                self.next_ticket += 1;
+                chan.phase = Phase::Fetching {
+                    ticket,
+                    buffer: std::mem::take(buffer),
+                };
+                due.push((key.clone(), ticket));
+            }
+        }
+        for batch in due.chunks(SNAPSHOT_BATCH) {
+            let batch = batch.to_vec();
+            let inner = self.inner.clone();
+            let tx = self.loaded_tx.clone();
+            tokio::spawn(async move {
+                let results = load(&inner, &batch).await;
+                for ((key, ticket), result) in batch.into_iter().zip(results) {
+                    let _ = tx.send(Loaded {
+                        key,
+                        ticket,
+                        result,
+                    });
+                }
+            });
+        }
+    }
+
+    fn on_message(&mut self, events: &str, payload: &[u8]) {
+        let Some(key) = self.inner.layout.channel_of_events(events) else {
+            return;
+        };
+        let Some(chan) = self.chans.get_mut(&key) else {
+            return; // no longer served
+        };
+        let Some(msg) = wire::parse_message(payload) else {
+            tracing::warn!(node = %self.inner.node, channel = %events, "unreadable message ignored");
+            return;
+        };
+        match &mut chan.phase {
+            Phase::Stale { buffer, .. } | Phase::Fetching { buffer, .. } => {
+                if buffer.len() >= BUFFER_BOUND {
+                    buffer.clear();
+                }
+                buffer.push(msg);
+            }
+            Phase::Live { last } => {
+                if let Some(buffer) = apply(&self.inner, &key, last, 0, vec![msg]) {
+                    self.inner.counters.resyncs.fetch_add(1, Ordering::Relaxed);
+                    self.inner.state().live.remove(&key);
+                    chan.phase = Phase::Stale {
+                        buffer,
+                        retry_at: None,
+                    };
+                    self.todo = true;
+                }
+            }
+        }
+    }
+
+    fn on_loaded(&mut self, loaded: Loaded) {
+        let Some(chan) = self.chans.get_mut(&loaded.key) else {
+            return;
+        };
+        let buffer = match &mut chan.phase {
+            Phase::Fetching { ticket, buffer } if *ticket == loaded.ticket => {
+                std::mem::take(buffer)
+            }
+            _ => return, // superseded
+        };
+        let (seq, entries) = match loaded.result {
+            Ok(snapshot) => snapshot,
+            Err(_) => {
+                let at = Instant::now() + RETRY;
+                chan.phase = Phase::Stale {
+                    buffer,
+                    retry_at: Some(at),
+                };
+                self.retry = Some(self.retry.map_or(at, |r| r.min(at)));
+                return;
+            }
+        };
+        if let Some(sink) = self.inner.sink() {
+            sink.remote_reset(&loaded.key, entries);
+        }
+        let mut last = seq;
+        chan.phase = match apply(&self.inner, &loaded.key, &mut last, seq, buffer) {
+            None => {
+                self.inner
+                    .state()
+                    .live
+                    .insert(loaded.key.clone(), chan.generation);
+                Phase::Live { last }
+            }
+            Some(rest) => {
+                self.inner.counters.resyncs.fetch_add(1, Ordering::Relaxed);
+                self.todo = true;
+                Phase::Stale {
+                    buffer: rest,
+                    retry_at: None,
+                }
+            }
+        };
+    }
+}
+
+/// Applies `msgs` in order after change `last`. Returns the messages from the first gap on, if
+/// there is one (the channel must then be resynchronised). Changes numbered up to `skip_upto`
+/// (those a snapshot already holds) are skipped; this node's own changes only advance `last`.
+fn apply(
+    inner: &Inner,
+    key: &ChannelKey,
+    last: &mut u64,
+    skip_upto: u64,
+    msgs: Vec<Message>,
+) -> Option<Vec<Message>> {
+    let sink = inner.sink();
+    let mut msgs = msgs.into_iter();
+    while let Some(msg) = msgs.next() {
+        match msg {
+            Message::Presence {
+                seq,
+                ref origin,
+                ref owner,
+                ref entry,
+            } => {
+                if seq <= skip_upto {
+                    continue; // already in the snapshot
+                }
+                if seq != *last + 1 {
+                    let mut rest = vec![msg];
+                    rest.extend(msgs);
+                    return Some(rest);
+                }
+                *last = seq;
+                if *origin != inner.node
+                    && let Some(sink) = &sink
+                {
+                    sink.remote_presence(key, owner, entry.clone());
+                }
+            }
+            Message::Broadcast { origin, msg } => {
+                if origin != inner.node
+                    && let Some(sink) = &sink
+                {
+                    sink.remote_broadcast(key, &msg);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Reads the snapshots of `batch` in one pipeline.
+async fn load(inner: &Inner, batch: &[(ChannelKey, u64)]) -> Vec<Snapshot> {
+    let mut pipe = redis::pipe();
+    for (key, _) in batch {
+        let keys = inner.layout.channel(key);
+        pipe.cmd("EVALSHA")
+            .arg(inner.scripts.snapshot.get_hash())
+            .arg(2)
+            .arg(&keys.presence)
+            .arg(&keys.seq);
+    }
+    match inner.call::<Vec<Value>>(&pipe).await {
+        Ok(values) => values
+            .into_iter()
+            .map(|v| parse_snapshot(inner, v))
+            .collect(),
+        Err(f) => batch.iter().map(|_| Err(f.clone())).collect(),
+    }
+}
+
+fn parse_snapshot(inner: &Inner, value: Value) -> Snapshot {
+    let Value::Array(items) = value else {
+        return Err(Failure(format!("unexpected snapshot: {value:?}")));
+    };
+    let mut items = items.into_iter();
+    let seq = match items.next() {
+        Some(Value::Int(n)) if n >= 0 => n as u64,
+        other => return Err(Failure(format!("unexpected snapshot sequence: {other:?}"))),
+    };
+    let mut entries = Vec::new();
+    while let (Some(owner), Some(json)) = (items.next(), items.next()) {
+        let (Value::BulkString(owner), Value::BulkString(json)) = (owner, json) else {
+            continue;
+        };
+        let Ok(owner) = String::from_utf8(owner) else {
+            continue;
+        };
+        match wire::parse_entry(&json) {
+            Some(stored) if stored.node != inner.node => entries.push((owner, stored.entry)),
+            Some(_) => {}
+            None => tracing::warn!(node = %inner.node, %owner, "unreadable entry skipped"),
+        }
+    }
+    Ok((seq, entries))
+}
