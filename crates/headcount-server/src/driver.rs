@@ -89,6 +89,9 @@ pub async fn run<R, W>(
     let writer = tokio::spawn(write_loop(conn.clone(), hub.metrics.clone(), write));
     let mut reader = WsReader::new(1024, hub.config.max_frame_size, hub.config.max_message_size);
     reader.push_prefix(&prefix);
+    // The prefix is a slice of the HTTP layer's read buffer: letting it go now frees that whole
+    // buffer, instead of keeping it alive as long as the connection.
+    drop(prefix);
     let mut handler = handler;
     read_loop(&hub, &conn, &mut handler, read, &mut reader).await;
     handler.terminate();
