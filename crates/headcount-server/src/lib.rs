@@ -17,7 +17,8 @@
 //! * [`auth`]: JWT verification with Supabase's rules and messages;
 //! * [`ws`]: the WebSocket layer (frames, messages, handshake);
 //! * [`conn`]: the shared half of a socket, with its bounded outbox;
-//! * [`hub`]: the channel registry, channels, presence and fan-out;
+//! * [`hub`]: the channel registry, the node's connections, the cluster sink;
+//! * [`channel`]: one channel's members, presence (with diff coalescing) and fan-out;
 //! * [`session`]: one socket's protocol state machine (no I/O, no clock);
 //! * [`driver`]: the reader and writer tasks around a session;
 //! * [`http`]: routes, the upgrade, and HTTP connection serving;
@@ -32,6 +33,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod channel;
 pub mod cluster;
 pub mod config;
 pub mod conn;

@@ -1,0 +1,416 @@
+//! A channel: its members, its presence, and the fan-out of its frames.
+//!
+//! A [`Channel`] owns its member list and its presence state behind one short mutex: every
+//! change to presence, and every frame it fans out, happens inside that critical section, so all
+//! members see the same frames in the same order. The lock is never held across an `.await`;
+//! fanning out only pushes shared [`Bytes`] into each member's outbox.
+//!
+//! A channel's presence holds the entries of its local members ([`Owner::Local`]) and, in a
+//! cluster, a replica of the other nodes' ([`Owner::Remote`]). Presence diffs of a busy channel
+//! are coalesced over a window ([`Coalescing`]).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use headcount_presence::{ChannelPresence, Diff, Payload, PhxRef, PresenceView};
+use headcount_protocol::{Encoding, Ref, Serializer, encode};
+
+use crate::cluster::{Cluster, PresenceEntry};
+use crate::conn::Conn;
+use crate::frames;
+use crate::metrics::Metrics;
+use crate::policy::Grants;
+
+/// One socket's membership of one channel, unique within this node.
+pub type MemberId = u64;
+
+/// Who owns a presence entry: a member of this node, or another node's member.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// A member of this node.
+    Local(MemberId),
+    /// Another node's member, by its cluster-wide owner id.
+    Remote(Arc<str>),
+}
+
+/// Names a channel. Public and private channels with the same topic are different rooms.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChannelKey {
+    /// Whether the channel was joined with `config.private: true`.
+    pub private: bool,
+    /// The full topic, such as `realtime:room1`.
+    pub topic: Box<str>,
+}
+
+/// A member of a channel.
+#[derive(Debug)]
+pub struct Member {
+    /// Unique within this node.
+    pub id: MemberId,
+    /// The member's socket.
+    pub conn: Arc<Conn>,
+    /// The `join_ref` the member joined with; channel pushes carry it.
+    pub join_ref: Ref,
+    /// Whether the member receives its own broadcasts (`config.broadcast.self`).
+    pub self_broadcast: bool,
+    /// What the member may receive: public channels grant everything, private ones what the
+    /// policy says.
+    pub grants: Grants,
+}
+
+/// A message to fan out as a broadcast.
+#[derive(Debug, Clone, Copy)]
+pub enum Broadcast<'a> {
+    /// A JSON `broadcast` payload, relayed byte for byte.
+    Json(&'a str),
+    /// A user broadcast from a binary push.
+    User {
+        /// The user's event name.
+        event: &'a str,
+        /// How `body` is encoded.
+        encoding: Encoding,
+        /// The user's payload.
+        body: &'a [u8],
+    },
+}
+
+impl Broadcast<'_> {
+    fn size(&self) -> usize {
+        match self {
+            Broadcast::Json(p) => p.len(),
+            Broadcast::User { event, body, .. } => event.len() + body.len(),
+        }
+    }
+
+    fn encode(&self, serializer: Serializer, topic: &str) -> Option<Bytes> {
+        let hint = self.size() + topic.len() + 64;
+        match *self {
+            Broadcast::Json(payload) => Some(frames::build(hint, |out| {
+                encode::broadcast(out, serializer, topic, "broadcast", payload)
+            })),
+            Broadcast::User {
+                event,
+                encoding,
+                body,
+            } => frames::try_build(hint, |out| {
+                encode::user_broadcast(out, serializer, topic, event, encoding, body)
+            }),
+        }
+    }
+}
+
+/// The mutable state of a channel. Owned by [`Channel::state`]'s mutex.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelState {
+    pub(crate) members: Vec<Member>,
+    pub(crate) presence: ChannelPresence<Owner>,
+    /// What the members have been told, while diffs are coalesced: the presence minus
+    /// `pending`. A member who joins gets this state, then `pending` when it is flushed, so it
+    /// learns each presence exactly once.
+    pub(crate) published: PresenceView,
+    /// Changes not yet sent, merged (a join and a leave of one meta cancel out).
+    pub(crate) pending: Diff,
+    /// When the last diff went out (milliseconds on the hub's clock); `None` before the first.
+    pub(crate) last_flush_ms: Option<u64>,
+    /// Whether the channel waits in the hub's flush queue.
+    pub(crate) queued: bool,
+    /// Set, under the registry shard's lock, when the channel left the registry: a socket that
+    /// found it there just before must look again.
+    pub(crate) dead: bool,
+}
+
+/// One topic's members and presence.
+#[derive(Debug)]
+pub struct Channel {
+    /// The channel's name.
+    pub key: ChannelKey,
+    pub(crate) state: Mutex<ChannelState>,
+    /// The hub's counters.
+    pub(crate) metrics: Arc<Metrics>,
+    /// Where local changes go.
+    pub(crate) cluster: Arc<dyn Cluster>,
+    /// Diff coalescing: the window, and the hub's queue of channels with pending diffs.
+    pub(crate) coalescing: Arc<Coalescing>,
+    /// This channel, for the flush queue.
+    pub(crate) me: std::sync::Weak<Channel>,
+}
+
+/// Presence diff coalescing, shared by a hub's channels.
+///
+/// A channel whose presence has been quiet for `window` sends a change at once; changes that
+/// follow within the window are merged and sent together when it ends. A join storm in a large
+/// channel then costs one frame per member per window instead of one per member per join.
+#[derive(Debug)]
+pub struct Coalescing {
+    /// The window; zero sends every diff at once.
+    pub window: std::time::Duration,
+    /// Channels with pending diffs.
+    pub(crate) queue: Mutex<Vec<std::sync::Weak<Channel>>>,
+    /// The hub's clock origin.
+    epoch: std::time::Instant,
+}
+
+impl Coalescing {
+    pub(crate) fn new(window: std::time::Duration) -> Coalescing {
+        Coalescing {
+            window,
+            queue: Mutex::default(),
+            epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the hub started.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// Sends one frame per serializer, encoded at most once each, to every member but `skip`
+/// that `may_read`.
+fn fan_out(
+    members: &[Member],
+    skip: Option<MemberId>,
+    may_read: impl Fn(&Grants) -> bool,
+    encode: impl Fn(Serializer) -> Option<Bytes>,
+) {
+    let mut cache: [Option<Option<Bytes>>; 2] = [None, None];
+    for m in members {
+        if Some(m.id) == skip || !may_read(&m.grants) {
+            continue;
+        }
+        let slot = match m.conn.serializer {
+            Serializer::V1 => &mut cache[0],
+            Serializer::V2 => &mut cache[1],
+        };
+        if let Some(frame) = slot.get_or_insert_with(|| encode(m.conn.serializer)) {
+            m.conn.push(frame.clone());
+        }
+    }
+}
+
+fn publish_diff(metrics: &Metrics, topic: &str, members: &[Member], diff: &Diff) {
+    Metrics::inc(&metrics.presence_events_total);
+    let json = diff.to_json();
+    fan_out(
+        members,
+        None,
+        |g| g.presence_read,
+        |serializer| {
+            Some(frames::build(json.len() + topic.len() + 48, |out| {
+                encode::broadcast(out, serializer, topic, "presence_diff", &json)
+            }))
+        },
+    );
+}
+
+impl Channel {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, ChannelState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends a presence change to the members now, or merges it into the pending diff when the
+    /// channel's last diff went out less than a window ago.
+    pub(crate) fn changed(&self, state: &mut ChannelState, diff: Diff) {
+        let window = self.coalescing.window;
+        if window.is_zero() {
+            publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
+            return;
+        }
+        let now = self.coalescing.now_ms();
+        let quiet = state
+            .last_flush_ms
+            .is_none_or(|last| now >= last + window.as_millis() as u64);
+        if state.pending.is_empty() && quiet {
+            publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
+            state.published.apply(&diff);
+            state.last_flush_ms = Some(now);
+            return;
+        }
+        state.pending.merge(diff);
+        if !state.queued {
+            state.queued = true;
+            lock(&self.coalescing.queue).push(self.me.clone());
+        }
+    }
+
+    /// Sends the pending diff if the window has passed; returns whether the channel must stay
+    /// queued.
+    pub(crate) fn flush(&self, now: u64) -> bool {
+        let mut state = self.lock();
+        if state.dead || state.pending.is_empty() {
+            state.queued = false;
+            return false;
+        }
+        if state
+            .last_flush_ms
+            .is_some_and(|last| now < last + self.coalescing.window.as_millis() as u64)
+        {
+            return true;
+        }
+        let diff = std::mem::take(&mut state.pending);
+        if !diff.is_empty() {
+            publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
+            state.published.apply(&diff);
+        }
+        state.last_flush_ms = Some(now);
+        state.queued = false;
+        false
+    }
+
+    /// Adds a member: queues its join `reply` and, when `send_state`, the `presence_state`,
+    /// before any later diff. Gives the member back if the channel has just died.
+    pub(crate) fn add(&self, member: Member, reply: Bytes, send_state: bool) -> Result<(), Member> {
+        let mut state = self.lock();
+        if state.dead {
+            return Err(member);
+        }
+        member.conn.push(reply);
+        if send_state {
+            let json = if self.coalescing.window.is_zero() {
+                state.presence.state_json()
+            } else {
+                state.published.state_json()
+            };
+            let topic = &self.key.topic;
+            member
+                .conn
+                .push(frames::build(json.len() + topic.len() + 48, |out| {
+                    encode::push(
+                        out,
+                        member.conn.serializer,
+                        &member.join_ref,
+                        topic,
+                        "presence_state",
+                        &json,
+                    )
+                }));
+        }
+        state.members.push(member);
+        Ok(())
+    }
+
+    /// Removes a member and its presence (a leave diff goes to the others). Returns whether the
+    /// channel is now empty.
+    pub(crate) fn remove(&self, id: MemberId) -> bool {
+        let mut state = self.lock();
+        if let Some(at) = state.members.iter().position(|m| m.id == id) {
+            state.members.swap_remove(at);
+        }
+        if let Some(diff) = state.presence.untrack(&Owner::Local(id)) {
+            self.changed(&mut state, diff);
+            self.cluster.presence(&self.key, id, None);
+        }
+        state.members.is_empty()
+    }
+
+    /// Fans a broadcast made on this node out to every member, the sender included only with
+    /// `include_self`, and to the other nodes.
+    pub fn broadcast(&self, from: MemberId, include_self: bool, msg: Broadcast<'_>) {
+        let started = std::time::Instant::now();
+        Metrics::inc(&self.metrics.broadcasts_total);
+        let state = self.lock();
+        let skip = if include_self { None } else { Some(from) };
+        fan_out(
+            &state.members,
+            skip,
+            |g| g.broadcast_read,
+            |serializer| msg.encode(serializer, &self.key.topic),
+        );
+        if self.cluster.is_distributed() {
+            self.cluster.publish(&self.key, &msg);
+        }
+        drop(state);
+        self.metrics.fanout_seconds.observe(started.elapsed());
+    }
+
+    /// Fans a broadcast from another node out to every member of this one.
+    pub(crate) fn deliver(&self, msg: Broadcast<'_>) {
+        let started = std::time::Instant::now();
+        let state = self.lock();
+        fan_out(
+            &state.members,
+            None,
+            |g| g.broadcast_read,
+            |serializer| msg.encode(serializer, &self.key.topic),
+        );
+        drop(state);
+        self.metrics.fanout_seconds.observe(started.elapsed());
+    }
+
+    /// Tracks member `id` under `key`. `reply` goes to the member first, then the diff (if
+    /// anything changed) to every member.
+    pub fn track(
+        &self,
+        id: MemberId,
+        conn: &Conn,
+        key: &str,
+        payload: Payload,
+        phx_ref: PhxRef,
+        reply: Bytes,
+    ) {
+        let mut state = self.lock();
+        conn.push(reply);
+        if let Some(diff) = state
+            .presence
+            .track(Owner::Local(id), key, payload, phx_ref)
+        {
+            self.changed(&mut state, diff);
+            if let Some((key, meta)) = state.presence.get(&Owner::Local(id)) {
+                let entry = PresenceEntry {
+                    key: key.into(),
+                    meta: meta.clone(),
+                };
+                self.cluster.presence(&self.key, id, Some(&entry));
+            }
+        }
+    }
+
+    /// Untracks member `id`. `reply`, if any, goes to the member first, then the leave to every
+    /// member.
+    pub fn untrack(&self, id: MemberId, conn: &Conn, reply: Option<Bytes>) {
+        let mut state = self.lock();
+        if let Some(reply) = reply {
+            conn.push(reply);
+        }
+        if let Some(diff) = state.presence.untrack(&Owner::Local(id)) {
+            self.changed(&mut state, diff);
+            self.cluster.presence(&self.key, id, None);
+        }
+    }
+
+    /// Changes what member `id` may receive (after a token refresh re-evaluated the policy).
+    pub fn set_grants(&self, id: MemberId, grants: Grants) {
+        if let Some(m) = self.lock().members.iter_mut().find(|m| m.id == id) {
+            m.grants = grants;
+        }
+    }
+
+    /// The payload member `id` is tracked with, if any.
+    pub fn tracked_payload(&self, id: MemberId) -> Option<Payload> {
+        self.lock()
+            .presence
+            .get(&Owner::Local(id))
+            .map(|(_, meta)| meta.payload.clone())
+    }
+
+    /// The presence state as `presence_state` sends it.
+    pub fn presence_json(&self) -> Arc<str> {
+        self.lock().presence.state_json()
+    }
+
+    /// `(members, presence keys, metas)`.
+    pub fn counts(&self) -> (usize, usize, usize) {
+        let state = self.lock();
+        (
+            state.members.len(),
+            state.presence.key_count(),
+            state.presence.meta_count(),
+        )
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
