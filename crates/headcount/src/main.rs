@@ -2,7 +2,9 @@
 //!
 //! * `headcount serve`: runs the server (one node in memory, or a cluster node with `--redis`);
 //! * `headcount token`: prints a signed JWT for a role;
-//! * `headcount watch`: joins a channel and shows who is there (see [`watch`]).
+//! * `headcount watch`: joins a channel and shows who is there (see [`watch`]);
+//! * `headcount bench`: runs a load scenario against a server on this machine
+//!   (`headcount-bench`).
 
 mod settings;
 mod watch;
@@ -35,6 +37,9 @@ enum Command {
     Token(TokenArgs),
     /// Join a channel, track yourself, and watch who is there.
     Watch(watch::WatchArgs),
+    /// Run a load scenario against a server on this machine (idle, fanout, presence-storm,
+    /// join-rate).
+    Bench(headcount_bench::BenchArgs),
 }
 
 #[derive(Args, Debug)]
@@ -101,6 +106,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => serve(*args),
         Command::Watch(args) => watch::run(args),
+        Command::Bench(args) => headcount_bench::main(args),
     }
 }
 

@@ -1,0 +1,249 @@
+//! The workloads. Each is generic over the [`Protocol`](crate::proto::Protocol) so the same
+//! code drives headcount and every peer.
+//!
+//! * [`idle`]: N connections joined to M channels with presence tracked; memory per connection;
+//! * [`fanout`]: C channels × S subscribers, P publishers, a ramp of delivery rates;
+//! * [`storm`]: N members join one channel at R joins/s; time until every view holds all N;
+//! * [`join_rate`]: connect + join + track per second, ramped.
+
+pub mod fanout;
+pub mod idle;
+pub mod join_rate;
+pub mod storm;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::{Interval, MissedTickBehavior};
+
+use crate::client::{Client, ClientError};
+use crate::proto::Session;
+use crate::report::{Errors, Table};
+use crate::sys::{self, ProcSample};
+
+/// What every scenario gets.
+#[derive(Debug)]
+pub struct Ctx {
+    /// The run's clock origin: broadcast stamps carry microseconds since it.
+    pub epoch: Instant,
+    /// The server's process, for /proc readings.
+    pub pid: Option<u32>,
+    /// Sockets this process may open.
+    pub socket_budget: usize,
+    /// Client errors by kind.
+    pub errors: Arc<Errors>,
+    /// How often clients of this protocol show they are alive.
+    pub keepalive: Option<Duration>,
+    /// Whether presence views buffer diffs until the first state (phoenix.js).
+    pub buffers_diffs: bool,
+}
+
+impl Ctx {
+    /// Microseconds since the run started.
+    pub fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// The server's memory and CPU time now, with `--pid`.
+    pub fn server(&self) -> Option<ProcSample> {
+        self.pid.and_then(sys::sample)
+    }
+
+    /// Refuses a workload that needs more sockets than this process may open.
+    pub fn check_sockets(&self, needed: usize) -> anyhow::Result<()> {
+        if needed > self.socket_budget {
+            anyhow::bail!(
+                "{needed} sockets are more than one generator process may open ({}: the open-files \
+                 limit less a margin); run several generator processes with smaller shares",
+                self.socket_budget
+            );
+        }
+        Ok(())
+    }
+}
+
+/// What a scenario returns.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The workload's parameters.
+    pub params: serde_json::Value,
+    /// The figures.
+    pub result: serde_json::Value,
+    /// The summary table.
+    pub table: Table,
+    /// One line that says what came out.
+    pub headline: String,
+    /// Whether the run failed outright (set-up errors, a first step that failed, a storm
+    /// that did not converge): the command then exits non-zero.
+    pub failed: bool,
+    /// Client errors.
+    pub errors: Arc<Errors>,
+}
+
+/// CPU time of the server and of the generator over an interval.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuMeter {
+    at: Instant,
+    server: Option<ProcSample>,
+    generator: ProcSample,
+}
+
+/// CPU use over an interval.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct CpuUse {
+    /// Wall-clock seconds.
+    pub wall_secs: f64,
+    /// Server CPU seconds (with `--pid`).
+    pub server_cpu_secs: Option<f64>,
+    /// Generator CPU seconds.
+    pub generator_cpu_secs: f64,
+}
+
+impl CpuUse {
+    /// Server CPU as a percentage of one core.
+    pub fn server_pct(&self) -> Option<f64> {
+        self.server_cpu_secs
+            .map(|s| 100.0 * s / self.wall_secs.max(1e-9))
+    }
+
+    /// Generator CPU as a percentage of one core.
+    pub fn generator_pct(&self) -> f64 {
+        100.0 * self.generator_cpu_secs / self.wall_secs.max(1e-9)
+    }
+}
+
+impl CpuMeter {
+    /// Starts measuring.
+    pub fn start(ctx: &Ctx) -> CpuMeter {
+        CpuMeter {
+            at: Instant::now(),
+            server: ctx.server(),
+            generator: sys::sample_self(),
+        }
+    }
+
+    /// CPU used since the start.
+    pub fn read(&self, ctx: &Ctx) -> CpuUse {
+        let server = match (self.server, ctx.server()) {
+            (Some(a), Some(b)) => Some(b.cpu_secs - a.cpu_secs),
+            _ => None,
+        };
+        CpuUse {
+            wall_secs: self.at.elapsed().as_secs_f64(),
+            server_cpu_secs: server,
+            generator_cpu_secs: sys::sample_self().cpu_secs - self.generator.cpu_secs,
+        }
+    }
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+pub fn bar(len: u64, prefix: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed})")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix(prefix.to_owned());
+    pb
+}
+
+/// A keepalive timer, spread over the period by `seed` so that thousands of clients do not
+/// beat together.
+pub fn keepalive_timer(period: Option<Duration>, seed: u64) -> Option<Interval> {
+    let period = period?;
+    let offset = Duration::from_millis(
+        seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) % period.as_millis().max(1) as u64,
+    );
+    let mut i = tokio::time::interval_at(tokio::time::Instant::now() + offset, period);
+    i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    Some(i)
+}
+
+/// Ticks of an optional timer (never, without one).
+pub async fn tick(timer: &mut Option<Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Keeps a connected client alive until `stop` turns true: reads (handing each batch to
+/// `on_batch`), answers, and sends keepalives.
+pub async fn hold<S: Session>(
+    client: &mut Client<S>,
+    stop: &mut watch::Receiver<bool>,
+    keepalive: &mut Option<Interval>,
+    mut on_batch: impl FnMut(&mut Client<S>) -> Result<(), ClientError>,
+) -> Result<(), ClientError> {
+    if *stop.borrow_and_update() {
+        return Ok(());
+    }
+    // Created once: registering a fresh `changed()` on every wake-up would take the watch's
+    // lock a million times a second in a fan-out.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            biased;
+            r = client.read() => {
+                r?;
+                on_batch(client)?;
+                client.flush().await?;
+            }
+            () = tick(keepalive) => {
+                client.session.keepalive(&mut client.out);
+                client.flush().await?;
+            }
+            _ = &mut stopped => return Ok(()),
+        }
+    }
+}
+
+/// Waits until `done()` or until `deadline`; returns whether `done()` became true.
+pub async fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Gives connection tasks a few seconds to close cleanly after the stop signal, then aborts
+/// the rest (ones still connecting to a server that stopped answering, for example).
+pub async fn finish(tasks: Vec<tokio::task::JoinHandle<()>>) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    wait_until(deadline, || tasks.iter().all(|t| t.is_finished())).await;
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// Waits for `fut` at most `secs` seconds.
+pub async fn within<T>(
+    secs: f64,
+    fut: impl Future<Output = Result<T, ClientError>>,
+) -> Result<T, ClientError> {
+    match tokio::time::timeout(Duration::from_secs_f64(secs), fut).await {
+        Ok(r) => r,
+        Err(_) => Err(ClientError::Timeout),
+    }
+}
+
+/// `Some(x)` as a fixed-point string, `None` as `-`.
+pub fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or_else(|| "-".to_owned(), |x| format!("{x:.decimals$}"))
+}
