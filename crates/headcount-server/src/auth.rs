@@ -4,8 +4,13 @@
 //! (else *malformed*); the header must say `"typ":"JWT"` with an HS256/384/512 `alg` (else the
 //! *signer* error); the signature must verify with the secret; `exp`, when present, must lie in
 //! the future; and `role` and `exp` must both be present.
+//!
+//! Accepted tokens are remembered (see [`Verifier::verify`]): every client of an app connects
+//! with the same anon key, and realtime-js sends its token again in each join, so the same
+//! string arrives thousands of times and is checked cryptographically once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -106,7 +111,12 @@ struct PublicKey {
 pub struct Verifier {
     secret: DecodingKey,
     jwks: Vec<PublicKey>,
+    accepted: Arc<Mutex<HashMap<Box<str>, Claims>>>,
 }
+
+/// How many accepted tokens [`Verifier`] remembers; when full it forgets them all and starts
+/// again (tokens are at most [`MAX_TOKEN_BYTES`], so this bounds the memory too).
+pub const ACCEPTED_CACHE_SIZE: usize = 1024;
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -130,6 +140,12 @@ fn decode_json_object(part: &str) -> Option<Map<String, Value>> {
 
 /// Removes what Supabase removes before verifying: URL escapes and every whitespace character.
 pub fn clean_token(token: &str) -> String {
+    if !token
+        .bytes()
+        .any(|b| b == b'%' || b.is_ascii_whitespace() || !b.is_ascii())
+    {
+        return token.to_owned();
+    }
     let bytes = token.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -158,6 +174,7 @@ impl Verifier {
         Verifier {
             secret: DecodingKey::from_secret(secret.as_bytes()),
             jwks: Vec::new(),
+            accepted: Arc::default(),
         }
     }
 
@@ -197,10 +214,39 @@ impl Verifier {
     }
 
     /// Checks `token` at `now` (seconds since the Unix epoch).
+    ///
+    /// A token accepted before is not verified again: its signature and claims cannot have
+    /// changed, so only its expiry is checked anew (the keys of a verifier never change; a new
+    /// configuration builds a new verifier). Refusals are not remembered.
     pub fn verify(&self, token: &str, now: i64) -> Result<Claims, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Malformed);
         }
+        let known = self
+            .accepted
+            .lock()
+            .ok()
+            .and_then(|m| m.get(token).cloned());
+        if let Some(claims) = known {
+            return if claims.exp > now {
+                Ok(claims)
+            } else {
+                Err(AuthError::Expired {
+                    seconds_ago: now.saturating_sub(claims.exp),
+                })
+            };
+        }
+        let claims = self.verify_uncached(token, now)?;
+        if let Ok(mut accepted) = self.accepted.lock() {
+            if accepted.len() >= ACCEPTED_CACHE_SIZE {
+                accepted.clear();
+            }
+            accepted.insert(token.into(), claims.clone());
+        }
+        Ok(claims)
+    }
+
+    fn verify_uncached(&self, token: &str, now: i64) -> Result<Claims, AuthError> {
         let token = clean_token(token);
         let mut parts = token.split('.');
         let (Some(header), Some(claims), Some(_sig), None) =
@@ -412,5 +458,40 @@ mod tests {
             let t = sign_claims("secret", &serde_json::json!({"role":"anon","exp":exp}));
             assert_eq!(v().verify(&t, NOW), Err(AuthError::InvalidExp));
         }
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_others_are_still_checked() {
+        let v = v();
+        let t = sign("secret", "anon", Some("u1"), NOW, NOW + 10);
+        assert_eq!(v.verify(&t, NOW).unwrap().sub.as_deref(), Some("u1"));
+        assert_eq!(v.verify(&t, NOW + 9).unwrap().role, "anon");
+        assert_eq!(
+            v.verify(&t, NOW + 13),
+            Err(AuthError::Expired { seconds_ago: 3 })
+        );
+        // The same claims under another key, and a tampered copy, are refused.
+        let foreign = sign("other", "anon", Some("u1"), NOW, NOW + 10);
+        assert_eq!(v.verify(&foreign, NOW), Err(AuthError::Signature));
+        let mut tampered = t.clone();
+        tampered.pop();
+        tampered.push(if t.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(v.verify(&tampered, NOW), Err(AuthError::Signature));
+        // A refusal is not remembered as an acceptance, nor the other way round.
+        assert_eq!(v.verify(&foreign, NOW), Err(AuthError::Signature));
+        assert!(v.verify(&t, NOW).is_ok());
+    }
+
+    #[test]
+    fn the_memory_of_accepted_tokens_is_bounded() {
+        let v = v();
+        let first = sign("secret", "anon", Some("u0"), NOW, NOW + 10);
+        assert!(v.verify(&first, NOW).is_ok());
+        for i in 1..=ACCEPTED_CACHE_SIZE + 10 {
+            let t = sign("secret", "anon", Some(&format!("u{i}")), NOW, NOW + 10);
+            assert_eq!(v.verify(&t, NOW).unwrap().sub, Some(format!("u{i}")));
+        }
+        assert!(v.accepted.lock().unwrap().len() <= ACCEPTED_CACHE_SIZE);
+        assert_eq!(v.verify(&first, NOW).unwrap().sub.as_deref(), Some("u0"));
     }
 }
