@@ -142,6 +142,22 @@ fn invalid(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.to_owned())
 }
 
+/// The text messages of the frames waiting in `out` (unmasked), which it then forgets: what a
+/// server would read. For the adapters' tests.
+#[cfg(test)]
+pub fn take_texts(out: &mut Outbox) -> Vec<String> {
+    let mut v = Vec::new();
+    let mut rest = &out.bytes[..];
+    while let Some(h) = parse_header(rest).unwrap() {
+        let mut p = rest[h.header_len..h.header_len + h.payload_len].to_vec();
+        apply_mask(&mut p, h.mask.unwrap());
+        v.push(String::from_utf8(p).unwrap());
+        rest = &rest[h.header_len + h.payload_len..];
+    }
+    out.bytes.clear();
+    v
+}
+
 /// Outgoing frames of one socket, collected during a turn and written at once.
 #[derive(Debug)]
 pub struct Outbox {

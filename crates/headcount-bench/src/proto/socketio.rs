@@ -183,19 +183,6 @@ impl SocketIoSession {
 mod tests {
     use super::*;
 
-    fn frames(out: &mut Outbox) -> Vec<String> {
-        let mut v = Vec::new();
-        let mut rest = &out.bytes[..];
-        while let Some(h) = crate::ws::parse_header(rest).unwrap() {
-            let mut p = rest[h.header_len..h.header_len + h.payload_len].to_vec();
-            crate::ws::apply_mask(&mut p, h.mask.unwrap());
-            v.push(String::from_utf8(p).unwrap());
-            rest = &rest[h.header_len + h.payload_len..];
-        }
-        out.bytes.clear();
-        v
-    }
-
     #[test]
     fn handshake_join_and_events() {
         let m = Member {
@@ -215,17 +202,17 @@ mod tests {
             br#"0{"sid":"x","upgrades":[],"pingInterval":25000,"pingTimeout":20000,"maxPayload":1000000}"#,
             &mut out,
         );
-        assert_eq!(frames(&mut out), ["40"]);
+        assert_eq!(crate::ws::take_texts(&mut out), ["40"]);
         h(&mut s, br#"40{"sid":"y"}"#, &mut out);
         s.join(&mut out);
         assert_eq!(
-            frames(&mut out),
+            crate::ws::take_texts(&mut out),
             [
                 r#"421["join","r1",{"key":"m7","meta":{"name":"member-000007","online_at":"2026-01-01T00:00:00.000Z"}}]"#
             ]
         );
         h(&mut s, br#"2"#, &mut out);
-        assert_eq!(frames(&mut out), ["3"]);
+        assert_eq!(crate::ws::take_texts(&mut out), ["3"]);
         h(
             &mut s,
             br#"431[[{"key":"m3","meta":{}},{"key":"m7","meta":{}}]]"#,
@@ -238,7 +225,7 @@ mod tests {
         );
         h(&mut s, br#"42["left",{"key":"m3","meta":{}}]"#, &mut out);
         s.publish(b"~B1.1.1.0~", &mut out);
-        assert_eq!(frames(&mut out), [r#"42["pub","r1","~B1.1.1.0~"]"#]);
+        assert_eq!(crate::ws::take_texts(&mut out), [r#"42["pub","r1","~B1.1.1.0~"]"#]);
         let (k3, k7, k9) = (ref_hash(b"m3"), ref_hash(b"m7"), ref_hash(b"m9"));
         assert_eq!(
             seen,

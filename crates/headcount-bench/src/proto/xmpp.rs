@@ -270,19 +270,6 @@ impl Session for XmppSession {
 mod tests {
     use super::*;
 
-    fn frames(out: &mut Outbox) -> Vec<String> {
-        let mut v = Vec::new();
-        let mut rest = &out.bytes[..];
-        while let Some(h) = crate::ws::parse_header(rest).unwrap() {
-            let mut p = rest[h.header_len..h.header_len + h.payload_len].to_vec();
-            crate::ws::apply_mask(&mut p, h.mask.unwrap());
-            v.push(String::from_utf8(p).unwrap());
-            rest = &rest[h.header_len + h.payload_len..];
-        }
-        out.bytes.clear();
-        v
-    }
-
     #[test]
     fn scans_tags_and_attributes() {
         let s = b"<presence from='r@conference.localhost/m3' type=\"unavailable\" xmlns='jabber:client'><x/></presence>";
@@ -320,7 +307,7 @@ mod tests {
         let mut seen = Vec::new();
         s.open(&mut out, &mut |e| seen.push(format!("{e:?}")));
         assert_eq!(
-            frames(&mut out),
+            crate::ws::take_texts(&mut out),
             [r#"<open xmlns="urn:ietf:params:xml:ns:xmpp-framing" to="localhost" version="1.0"/>"#]
         );
         let script: [&[u8]; 8] = [
@@ -342,7 +329,7 @@ mod tests {
             if i == 4 {
                 s.join(&mut out);
             }
-            sent.extend(frames(&mut out));
+            sent.extend(crate::ws::take_texts(&mut out));
         }
         assert_eq!(sent.len(), 4);
         assert!(sent[0].contains("mechanism=\"ANONYMOUS\""));
