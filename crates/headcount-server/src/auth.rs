@@ -142,7 +142,7 @@ fn decode_json_object(part: &str) -> Option<Map<String, Value>> {
 pub fn clean_token(token: &str) -> String {
     if !token
         .bytes()
-        .any(|b| b == b'%' || b.is_ascii_whitespace() || !b.is_ascii())
+        .any(|b| b == b'%' || !b.is_ascii() || (b as char).is_whitespace())
     {
         return token.to_owned();
     }
@@ -435,6 +435,9 @@ mod tests {
         assert_eq!(clean_token("a%2Eb"), "a.b");
         assert_eq!(clean_token("%"), "%");
         assert_eq!(clean_token("ab%4"), "ab%4");
+        // Found by fuzzing: a vertical tab is whitespace to Rust but not to `is_ascii_whitespace`.
+        assert_eq!(clean_token("a\u{b}b"), "ab");
+        assert_eq!(clean_token("a\u{85}b"), "ab");
     }
 
     /// Found by fuzzing: `now - exp` overflowed for an `exp` of `i64::MIN`.
