@@ -5,13 +5,16 @@
 # bench/results/*.json and regenerates BENCHMARKS.md and its charts.
 #
 #   bench/run.sh                    every workload
-#   bench/run.sh idle fanout        only these scenarios (idle, fanout, storm, join-rate)
+#   bench/run.sh idle fanout        only these scenarios (idle, fanout, storm, join-rate,
+#                                   cluster)
 #
 # Environment:
 #   ROUNDS=2                        rounds per workload
 #   PEERS="socketio yjs prosody"    peers to compare with (empty: headcount only)
 #   QUICK=1                         small sizes, to try the runner itself in a minute or two
 #   HEADCOUNT_BIN=path              use this binary instead of building one
+#   CLUSTER=0                       skip the cluster step (bench/cluster.sh: 3 nodes + Redis,
+#                                   headcount only, needs redis-server)
 #
 # Every server listens on 127.0.0.1 only and is stopped after its run.
 set -euo pipefail
@@ -20,7 +23,10 @@ cd "$(dirname "$0")/.."
 rounds="${ROUNDS:-2}"
 peers="${PEERS-socketio yjs prosody}"
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(idle fanout storm join-rate)
+if [ ${#scenarios[@]} -eq 0 ]; then
+  scenarios=(idle fanout storm join-rate)
+  [ "${CLUSTER:-1}" = 0 ] || scenarios+=(cluster)
+fi
 results=bench/results
 [ -z "${QUICK:-}" ] || results=bench/results/quick
 mkdir -p "$results"
@@ -145,6 +151,11 @@ for s in "${scenarios[@]}"; do
       run storm-5000 presence-storm "${storm2[@]}"
       ;;
     join-rate) run join-rate join-rate "${joins[@]}" ;;
+    cluster)
+      log "cluster: 3 nodes + Redis (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+      HEADCOUNT_BIN="$bin" RESULTS="$results" ROUNDS="$rounds" bench/cluster.sh ||
+        echo "(the cluster step ended with an error; its results are kept)" >&2
+      ;;
     *) echo "unknown scenario: $s" >&2; exit 2 ;;
   esac
 done

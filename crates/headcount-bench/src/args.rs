@@ -20,9 +20,11 @@ pub struct BenchArgs {
     pub target: TargetKind,
 
     /// The server's URL, on this machine only [default: http://127.0.0.1:4000 for headcount,
-    /// :4001 socket.io, :4002 yjs, :5280 prosody].
-    #[arg(long)]
-    pub url: Option<String>,
+    /// :4001 socket.io, :4002 yjs, :5280 prosody]. Several URLs (the option repeated, or
+    /// comma-separated) are the nodes of one cluster: `fanout` spreads its subscribers over
+    /// them round-robin and keeps its publishers on the first; `ghosts` spreads its members.
+    #[arg(long, value_delimiter = ',')]
+    pub url: Vec<String>,
 
     /// The API key (a JWT) headcount clients connect with.
     #[arg(long, env = "HEADCOUNT_APIKEY", hide_env_values = true)]
@@ -33,9 +35,11 @@ pub struct BenchArgs {
     pub jwt_secret: Option<String>,
 
     /// The server's process id: its memory (VmRSS) and CPU time (utime+stime) are read from
-    /// /proc and reported.
-    #[arg(long)]
-    pub pid: Option<u32>,
+    /// /proc and reported. Several (repeated or comma-separated: the nodes of a cluster, and
+    /// Redis if its cost should count): the reported server figures are their sum, and each
+    /// process's share is reported beside it, in the order given.
+    #[arg(long, value_delimiter = ',')]
+    pub pid: Vec<u32>,
 
     /// Write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
@@ -91,11 +95,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     pub payload_bytes: usize,
 
-    /// presence-storm: members joining the channel.
-    #[arg(long, default_value_t = 2000)]
-    pub members: usize,
+    /// presence-storm and ghosts: members joining [default: 2000 for presence-storm, 3000 for
+    /// ghosts].
+    #[arg(long)]
+    pub members: Option<usize>,
 
-    /// presence-storm: joins per second.
+    /// presence-storm and ghosts: joins per second.
     #[arg(long, default_value_t = 500.0)]
     pub join_rate: f64,
 
@@ -120,6 +125,33 @@ pub struct BenchArgs {
     /// Worker threads of the generator [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
+
+    /// ghosts: the process id of the node to kill (SIGKILL). It must be a `headcount` process.
+    #[arg(long)]
+    pub kill_pid: Option<u32>,
+
+    /// ghosts: which `--url` the killed process serves, counted from 1 [default: the last].
+    #[arg(long)]
+    pub kill_node: Option<usize>,
+
+    /// ghosts: the nodes' `--node-timeout`, in seconds: a crashed node's presences must be
+    /// gone from every view within it (plus `--ghost-tolerance-ms`).
+    #[arg(long, default_value_t = 10.0)]
+    pub node_timeout_secs: f64,
+
+    /// ghosts: slack on top of the node timeout for the presence window of the surviving
+    /// nodes and the delivery of the leaves to every client, in milliseconds.
+    #[arg(long, default_value_t = 500.0)]
+    pub ghost_tolerance_ms: f64,
+
+    /// ghosts: the background broadcast load, in deliveries per second, kept up from before
+    /// the kill to the end of the run (`k` and `M` suffixes work).
+    #[arg(long, default_value = "30k", value_parser = parse_rate)]
+    pub background_rate: f64,
+
+    /// ghosts: seconds the background load runs before the kill.
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup_secs: f64,
 }
 
 /// The workloads.
@@ -136,6 +168,10 @@ pub enum Scenario {
     PresenceStorm,
     /// connect + join + track per second, ramped until errors or p99 > bound.
     JoinRate,
+    /// Cluster: N members spread over the nodes (`--url` several times) join and track; under
+    /// a background broadcast load one node is killed (`--kill-pid`): time until every
+    /// surviving client's view has dropped the dead node's members, against the node timeout.
+    Ghosts,
 }
 
 impl Scenario {
@@ -146,6 +182,7 @@ impl Scenario {
             Scenario::Fanout => "fanout",
             Scenario::PresenceStorm => "presence-storm",
             Scenario::JoinRate => "join-rate",
+            Scenario::Ghosts => "ghosts",
         }
     }
 }
@@ -199,34 +236,60 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     Ok(v * mult)
 }
 
+/// A URL's address and `Host` header; refused unless the address is a loopback address.
+fn resolve_local(url: &str) -> anyhow::Result<(SocketAddr, String)> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let with_port = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .with_context(|| format!("cannot resolve {authority}"))?
+        .next()
+        .with_context(|| format!("no address for {authority}"))?;
+    if !addr.ip().is_loopback() {
+        bail!(
+            "the load generator only targets this machine (127.0.0.1); {addr} is not a loopback address"
+        );
+    }
+    Ok((addr, authority.to_owned()))
+}
+
 impl BenchArgs {
-    /// The server's address and `Host` header. Only addresses on this machine are accepted.
+    /// The first server's address and `Host` header. Only addresses on this machine are
+    /// accepted.
     pub fn server(&self) -> anyhow::Result<(SocketAddr, String)> {
-        let url = self
-            .url
-            .clone()
-            .unwrap_or_else(|| format!("http://127.0.0.1:{}", self.target.default_port()));
-        let rest = url.split_once("://").map_or(url.as_str(), |(_, rest)| rest);
-        let authority = rest.split('/').next().unwrap_or(rest);
-        let with_port = if authority
-            .rsplit_once(':')
-            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
-        {
-            authority.to_owned()
-        } else {
-            format!("{authority}:80")
-        };
-        let addr = with_port
-            .to_socket_addrs()
-            .with_context(|| format!("cannot resolve {authority}"))?
-            .next()
-            .with_context(|| format!("no address for {authority}"))?;
-        if !addr.ip().is_loopback() {
-            bail!(
-                "the load generator only targets this machine (127.0.0.1); {addr} is not a loopback address"
-            );
+        Ok(self.servers()?.swap_remove(0))
+    }
+
+    /// Every server's address and `Host` header, in the order of `--url` (the default URL of
+    /// the target when none is given). Each must be an address on this machine.
+    pub fn servers(&self) -> anyhow::Result<Vec<(SocketAddr, String)>> {
+        if self.url.is_empty() {
+            return Ok(vec![resolve_local(&format!(
+                "http://127.0.0.1:{}",
+                self.target.default_port()
+            ))?]);
         }
-        Ok((addr, authority.to_owned()))
+        self.url
+            .iter()
+            .map(String::as_str)
+            .map(resolve_local)
+            .collect()
+    }
+
+    /// The members of a presence-storm or ghosts run.
+    pub fn members(&self) -> usize {
+        self.members.unwrap_or(match self.scenario {
+            Scenario::Ghosts => 3000,
+            _ => 2000,
+        })
     }
 
     /// The ramp of the scenario.
@@ -292,5 +355,51 @@ mod tests {
         let a = Cli::parse_from(["bench", "idle", "--url", "http://192.0.2.1:4000"]).bench;
         assert!(a.server().is_err(), "only loopback");
         assert!(parse_rate("-1").is_err());
+    }
+
+    #[test]
+    fn several_urls_and_pids_repeated_or_comma_separated() {
+        let a = Cli::parse_from([
+            "bench",
+            "fanout",
+            "--url",
+            "http://127.0.0.1:4101,http://127.0.0.1:4102",
+            "--url",
+            "ws://localhost:4103/realtime/v1",
+            "--pid",
+            "11,12",
+            "--pid",
+            "13",
+        ])
+        .bench;
+        let ports: Vec<u16> = a.servers().unwrap().iter().map(|s| s.0.port()).collect();
+        assert_eq!(ports, [4101, 4102, 4103]);
+        assert_eq!(
+            a.server().unwrap().0.port(),
+            4101,
+            "the first is the server"
+        );
+        assert_eq!(a.pid, [11, 12, 13]);
+
+        // One address that is not on this machine spoils the list.
+        let a = Cli::parse_from([
+            "bench",
+            "fanout",
+            "--url",
+            "http://127.0.0.1:4101,http://192.0.2.1:4102",
+        ])
+        .bench;
+        assert!(a.servers().is_err(), "only loopback, for every URL");
+
+        // No URL: the target's default, and no pid.
+        let a = Cli::parse_from(["bench", "ghosts"]).bench;
+        assert_eq!(a.servers().unwrap().len(), 1);
+        assert!(a.pid.is_empty());
+        assert_eq!(a.members(), 3000);
+        assert_eq!(a.background_rate, 30e3);
+        assert_eq!(
+            Cli::parse_from(["bench", "presence-storm"]).bench.members(),
+            2000
+        );
     }
 }

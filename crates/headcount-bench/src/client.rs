@@ -14,26 +14,38 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crate::proto::{Event, Incoming, Member, Protocol, Session};
 use crate::ws::{Endpoint, Message, OP_PONG, Outbox, WsConn};
 
+/// One server (one node of a cluster) clients connect to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// The server's address.
+    pub addr: SocketAddr,
+    /// The `Host` header.
+    pub host: String,
+}
+
 /// Where the clients of a run connect, and with which protocol.
 #[derive(Debug)]
 pub struct Target<P> {
     /// The protocol adapter.
     pub proto: P,
-    /// The server's address.
-    pub addr: SocketAddr,
-    /// The `Host` header.
-    pub host: String,
+    /// The servers, in the order of `--url`: one, or the nodes of a cluster. Clients connect
+    /// to the first unless a scenario spreads them ([`Client::establish_on`]).
+    pub nodes: Vec<Node>,
     /// Source addresses to spread connections over (empty: the kernel picks).
     pub sources: Vec<IpAddr>,
     next_source: AtomicUsize,
 }
 
 impl<P: Protocol> Target<P> {
-    /// A target; with `sources > 1` and a loopback server, connections come from
-    /// `127.0.0.1 ..= 127.0.0.N` in turn, so that more sockets than one address has ephemeral
-    /// ports can be open at once.
-    pub fn new(proto: P, addr: SocketAddr, host: String, sources: u8) -> Target<P> {
-        let sources = if sources > 1 && addr.ip().is_loopback() && addr.is_ipv4() {
+    /// A target of one or more servers (at least one); with `sources > 1` and loopback IPv4
+    /// servers, connections come from `127.0.0.1 ..= 127.0.0.N` in turn, so that more sockets
+    /// than one address has ephemeral ports can be open at once.
+    pub fn new(proto: P, nodes: Vec<Node>, sources: u8) -> Target<P> {
+        assert!(!nodes.is_empty(), "a target has at least one server");
+        let local = nodes
+            .iter()
+            .all(|n| n.addr.ip().is_loopback() && n.addr.is_ipv4());
+        let sources = if sources > 1 && local {
             (1..=sources)
                 .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
                 .collect()
@@ -42,18 +54,23 @@ impl<P: Protocol> Target<P> {
         };
         Target {
             proto,
-            addr,
-            host,
+            nodes,
             sources,
             next_source: AtomicUsize::new(0),
         }
     }
 
-    fn endpoint(&self, member: &Member) -> Endpoint {
+    /// The first server's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.nodes[0].addr
+    }
+
+    fn endpoint(&self, node: usize, member: &Member) -> Endpoint {
         let (path, subprotocol) = self.proto.path(member);
+        let node = &self.nodes[node % self.nodes.len()];
         Endpoint {
-            addr: self.addr,
-            host: self.host.clone(),
+            addr: node.addr,
+            host: node.host.clone(),
             path,
             subprotocol,
         }
@@ -152,7 +169,17 @@ impl<S: Session> Client<S> {
         member: &Member,
         on: &mut (dyn FnMut(Event<'_>) + Send),
     ) -> Result<Client<S>, ClientError> {
-        let ws = WsConn::connect(&target.endpoint(member), target.source())
+        Client::establish_on(target, 0, member, on).await
+    }
+
+    /// [`Client::establish`] on the target's server number `node` (modulo their number).
+    pub async fn establish_on<P: Protocol<Session = S>>(
+        target: &Target<P>,
+        node: usize,
+        member: &Member,
+        on: &mut (dyn FnMut(Event<'_>) + Send),
+    ) -> Result<Client<S>, ClientError> {
+        let ws = WsConn::connect(&target.endpoint(node, member), target.source())
             .await
             .map_err(ClientError::Connect)?;
         let mut client = Client {

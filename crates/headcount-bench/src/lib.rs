@@ -12,7 +12,8 @@
 //!   (y-websocket), XMPP (Prosody);
 //! * [`client`]: one connection of any protocol, from connect to joined and tracked;
 //! * [`view`]: a client's presence view, kept as phoenix.js keeps it;
-//! * [`scenario`]: `idle`, `fanout`, `presence-storm`, `join-rate`;
+//! * [`scenario`]: `idle`, `fanout`, `presence-storm`, `join-rate`, `ghosts`;
+//! * [`cluster`]: how a run spreads its clients over the nodes of a cluster;
 //! * [`stats`], [`sys`], [`report`]: histograms, /proc, results.
 //!
 //! The generator runs on the same machine as the server, so every result also reports the
@@ -22,6 +23,7 @@
 pub mod args;
 pub mod auth;
 pub mod client;
+pub mod cluster;
 pub mod proto;
 pub mod report;
 pub mod scenario;
@@ -38,7 +40,7 @@ use headcount_protocol::Serializer;
 
 pub use args::{BenchArgs, Scenario, TargetKind};
 
-use crate::client::Target;
+use crate::client::{Node, Target};
 use crate::proto::Protocol;
 use crate::proto::phoenix::Phoenix;
 use crate::proto::socketio::SocketIo;
@@ -60,28 +62,48 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
 /// Runs one scenario against one target, prints the summary and writes the JSON results.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let nofile = sys::raise_nofile_limit();
-    let (addr, host) = args.server()?;
+    let nodes: Vec<Node> = args
+        .servers()?
+        .into_iter()
+        .map(|(addr, host)| Node { addr, host })
+        .collect();
+    if nodes.len() > 1 && !matches!(args.scenario, Scenario::Fanout | Scenario::Ghosts) {
+        bail!(
+            "{} runs against one server; only fanout and ghosts spread over several --url",
+            args.scenario.name()
+        );
+    }
+    if args.scenario == Scenario::Ghosts && nodes.len() < 2 {
+        bail!("ghosts needs the nodes of a cluster: give --url once per node (at least two)");
+    }
     let machine = sys::Machine::read();
     let started = SystemTime::now();
     let t0 = Instant::now();
     let ctx = Ctx {
         epoch: t0,
-        pid: args.pid,
+        pids: args.pid.clone(),
         socket_budget: sys::socket_budget(nofile),
         errors: Arc::new(Errors::default()),
         keepalive: None,
         buffers_diffs: false,
     };
+    let addrs: Vec<String> = nodes.iter().map(|n| n.addr.to_string()).collect();
+    let pids: Vec<String> = args.pid.iter().map(u32::to_string).collect();
     eprintln!(
-        "headcount bench {} against {} at {addr}{}",
+        "headcount bench {} against {} at {}{}",
         args.scenario.name(),
         args.target.name(),
-        args.pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+        addrs.join(", "),
+        if pids.is_empty() {
+            String::new()
+        } else {
+            format!(" (pid {})", pids.join(", "))
+        }
     );
-    if let Some(pid) = args.pid
-        && sys::sample(pid).is_none()
-    {
-        bail!("no process {pid} to read /proc/{pid} from");
+    for &pid in &args.pid {
+        if sys::sample(pid).is_none() {
+            bail!("no process {pid} to read /proc/{pid} from");
+        }
     }
 
     let outcome = match args.target {
@@ -103,16 +125,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 apikey: apikey.into(),
                 serializer,
             };
-            dispatch(proto, addr, host, &args, ctx).await?
+            dispatch(proto, nodes, &args, ctx).await?
         }
-        TargetKind::Socketio => dispatch(SocketIo, addr, host, &args, ctx).await?,
-        TargetKind::Yjs => dispatch(Yjs, addr, host, &args, ctx).await?,
+        TargetKind::Socketio => dispatch(SocketIo, nodes, &args, ctx).await?,
+        TargetKind::Yjs => dispatch(Yjs, nodes, &args, ctx).await?,
         TargetKind::Prosody => {
             let proto = Xmpp {
                 muc: format!("conference.{}", args.xmpp_domain),
                 domain: args.xmpp_domain.clone(),
             };
-            dispatch(proto, addr, host, &args, ctx).await?
+            dispatch(proto, nodes, &args, ctx).await?
         }
     };
 
@@ -164,18 +186,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 async fn dispatch<P: Protocol>(
     proto: P,
-    addr: std::net::SocketAddr,
-    host: String,
+    nodes: Vec<Node>,
     args: &BenchArgs,
     mut ctx: Ctx,
 ) -> anyhow::Result<Outcome> {
     ctx.keepalive = proto.keepalive_secs().map(Duration::from_secs);
     ctx.buffers_diffs = proto.buffers_diffs();
-    let target = Arc::new(Target::new(proto, addr, host, args.sources));
+    let target = Arc::new(Target::new(proto, nodes, args.sources));
     match args.scenario {
         Scenario::Idle => scenario::idle::run(target, args, ctx).await,
         Scenario::Fanout => scenario::fanout::run(target, args, ctx).await,
         Scenario::PresenceStorm => scenario::storm::run(target, args, ctx).await,
         Scenario::JoinRate => scenario::join_rate::run(target, args, ctx).await,
+        Scenario::Ghosts => scenario::ghosts::run(target, args, ctx).await,
     }
 }

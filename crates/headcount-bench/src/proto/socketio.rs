@@ -225,7 +225,10 @@ mod tests {
         );
         h(&mut s, br#"42["left",{"key":"m3","meta":{}}]"#, &mut out);
         s.publish(b"~B1.1.1.0~", &mut out);
-        assert_eq!(crate::ws::take_texts(&mut out), [r#"42["pub","r1","~B1.1.1.0~"]"#]);
+        assert_eq!(
+            crate::ws::take_texts(&mut out),
+            [r#"42["pub","r1","~B1.1.1.0~"]"#]
+        );
         let (k3, k7, k9) = (ref_hash(b"m3"), ref_hash(b"m7"), ref_hash(b"m9"));
         assert_eq!(
             seen,

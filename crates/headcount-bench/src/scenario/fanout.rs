@@ -11,6 +11,11 @@
 //! lowering the rate. A step passes with no loss, no duplicate and p99 within the bound. A step
 //! that fails is run once more (on a shared machine a neighbour's burst can spoil one step);
 //! the ramp stops at a step that fails twice in a row.
+//!
+//! Against a cluster (`--url` once per node) the subscribers of each channel are dealt
+//! round-robin over the nodes and every publisher connects to the first node, so a delivery to
+//! a subscriber of any other node has crossed Redis. Those deliveries are counted and timed
+//! apart ("cross-node"), and a step then also needs their p99 within the bound.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,6 +30,7 @@ use super::{
 };
 use crate::BenchArgs;
 use crate::client::{Client, ClientError, Target};
+use crate::cluster::{per_node, subscriber_node};
 use crate::proto::{Event, Member, Protocol, Session, Stamp};
 use crate::report::{Table, si};
 use crate::stats;
@@ -50,9 +56,14 @@ struct Counters {
     /// Publishers done with the step.
     finished: Vec<AtomicU64>,
     delivered: Vec<AtomicU64>,
+    /// Deliveries to subscribers of another node than the publishers'.
+    delivered_remote: Vec<AtomicU64>,
     duplicates: Vec<AtomicU64>,
     strays: AtomicU64,
+    /// Latency of the deliveries on the publishers' node (all of them, with one server).
     latency: stats::Shared,
+    /// Latency of the cross-node deliveries.
+    latency_remote: stats::Shared,
 }
 
 fn atomics(n: usize) -> Vec<AtomicU64> {
@@ -69,6 +80,11 @@ pub async fn run<P: Protocol>(
     let per_channel = args.subscribers.max(1);
     let publishers = args.publishers.unwrap_or(channels.max(10)).max(1);
     let subscribers = channels * per_channel;
+    let nodes = target.nodes.len();
+    let clustered = nodes > 1;
+    let per_node_subscribers =
+        per_node(subscribers, nodes, |i| subscriber_node(i, channels, nodes));
+    let remote_subscribers = subscribers - per_node_subscribers[0];
     ctx.check_sockets(subscribers + publishers)?;
     let rates = args.ramp();
     let bound = args.p99_bound_ms();
@@ -79,9 +95,11 @@ pub async fn run<P: Protocol>(
         sent: atomics(steps),
         finished: atomics(steps),
         delivered: atomics(steps),
+        delivered_remote: atomics(steps),
         duplicates: atomics(steps),
         strays: AtomicU64::new(0),
         latency: stats::Shared::new(steps, 16),
+        latency_remote: stats::Shared::new(if clustered { steps } else { 1 }, 16),
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let (phase_tx, phase_rx) = watch::channel(Phase::Idle);
@@ -99,6 +117,11 @@ pub async fn run<P: Protocol>(
             (i - subscribers) % channels
         } else {
             i % channels
+        };
+        let node = if is_publisher {
+            0
+        } else {
+            subscriber_node(i, channels, nodes)
         };
         let member = Member {
             id: i as u32,
@@ -118,7 +141,11 @@ pub async fn run<P: Protocol>(
         let (timeout, payload) = (args.timeout_secs, args.payload_bytes);
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
-            let r = within(timeout, Client::establish(&target, &member, &mut |_| {})).await;
+            let r = within(
+                timeout,
+                Client::establish_on(&target, node, &member, &mut |_| {}),
+            )
+            .await;
             drop(permit);
             pb.inc(1);
             let mut client = match r {
@@ -147,6 +174,7 @@ pub async fn run<P: Protocol>(
             } else {
                 let mut sub = Subscriber {
                     conn: i,
+                    remote: node != 0,
                     channel,
                     channels,
                     last: vec![0; publishers_per_channel],
@@ -186,7 +214,7 @@ pub async fn run<P: Protocol>(
     let setup_secs = setup_started.elapsed().as_secs_f64();
     let setup_failed = failed.load(Ordering::Relaxed);
 
-    let mut table = Table::new(&[
+    let mut headers = vec![
         "step",
         "target/s",
         "sent/s",
@@ -194,14 +222,15 @@ pub async fn run<P: Protocol>(
         "p50 ms",
         "p99 ms",
         "p999 ms",
-        "lost",
-        "dup",
-        "srv cpu%",
-        "gen cpu%",
-        "",
-    ]);
+    ];
+    if clustered {
+        headers.extend(["x-node", "x-node p99"]);
+    }
+    headers.extend(["lost", "dup", "srv cpu%", "gen cpu%", ""]);
+    let mut table = Table::new(&headers);
     let mut results = Vec::new();
     let mut best: Option<(f64, f64)> = None;
+    let mut best_remote_p99: Option<f64> = None;
     let mut stopped_because = None;
     if setup_failed > 0 {
         stopped_because = Some(format!("{setup_failed} connections failed to set up"));
@@ -250,7 +279,13 @@ pub async fn run<P: Protocol>(
         let distinct = delivered - duplicates.min(delivered);
         let expected = sent * per_channel as u64;
         let lost = expected.saturating_sub(distinct);
-        let lat = counters.latency.merged(k).summary();
+        let remote_lat = counters.latency_remote.merged(k);
+        let mut all_lat = counters.latency.merged(k);
+        all_lat.merge(&remote_lat);
+        let lat = all_lat.summary();
+        let remote_lat = remote_lat.summary();
+        let delivered_remote = counters.delivered_remote[k].load(Ordering::Relaxed);
+        let cross_share = delivered_remote as f64 / delivered.max(1) as f64;
         let secs = args.step_secs;
         let sent_rate = sent as f64 / secs;
         let delivered_rate = distinct as f64 / secs;
@@ -260,13 +295,19 @@ pub async fn run<P: Protocol>(
             Some(format!("{duplicates} duplicates"))
         } else if lat.p99_ms > bound {
             Some(format!("p99 {:.1} ms > {bound} ms", lat.p99_ms))
+        } else if clustered && remote_lat.p99_ms > bound {
+            Some(format!(
+                "cross-node p99 {:.1} ms > {bound} ms",
+                remote_lat.p99_ms
+            ))
         } else {
             None
         };
         if reason.is_none() && best.is_none_or(|(b, _)| delivered_rate > b) {
             best = Some((delivered_rate, lat.p99_ms));
+            best_remote_p99 = Some(remote_lat.p99_ms);
         }
-        table.row(vec![
+        let mut row = vec![
             format!("{}{}", i + 1, if retrying { " again" } else { "" }),
             si(rate),
             si(sent_rate),
@@ -274,13 +315,20 @@ pub async fn run<P: Protocol>(
             format!("{:.2}", lat.p50_ms),
             format!("{:.2}", lat.p99_ms),
             format!("{:.2}", lat.p999_ms),
+        ];
+        if clustered {
+            row.push(format!("{:.0}%", 100.0 * cross_share));
+            row.push(format!("{:.2}", remote_lat.p99_ms));
+        }
+        row.extend([
             lost.to_string(),
             duplicates.to_string(),
             opt(step_cpu.server_pct(), 0),
             format!("{:.0}", step_cpu.generator_pct()),
             if reason.is_some() { "FAIL" } else { "ok" }.to_owned(),
         ]);
-        results.push(json!({
+        table.row(row);
+        let mut step_json = json!({
             "step": i + 1,
             "attempt": k + 1,
             "retry": retrying,
@@ -298,7 +346,14 @@ pub async fn run<P: Protocol>(
             "generator_cpu_pct": step_cpu.generator_pct(),
             "passed": reason.is_none(),
             "failure": reason,
-        }));
+        });
+        if clustered {
+            step_json["cross_node_share"] = json!(cross_share);
+            step_json["cross_node_delivered"] = json!(delivered_remote);
+            step_json["cross_node_latency"] = json!(remote_lat);
+            step_json["server_cpu_pct_per_pid"] = json!(step_cpu.server_pct_per_pid());
+        }
+        results.push(step_json);
         match reason {
             Some(_) if !retrying => retrying = true,
             Some(r) => {
@@ -317,8 +372,12 @@ pub async fn run<P: Protocol>(
 
     let headline = match best {
         Some((r, p99)) => format!(
-            "best sustained {} deliveries/s (p99 {p99:.1} ms){}",
+            "best sustained {} deliveries/s (p99 {p99:.1} ms{}){}",
             si(r),
+            match best_remote_p99 {
+                Some(x) if clustered => format!(", cross-node p99 {x:.1} ms"),
+                _ => String::new(),
+            },
             stopped_because
                 .as_ref()
                 .map(|s| format!("; stopped at {s}"))
@@ -329,25 +388,37 @@ pub async fn run<P: Protocol>(
             stopped_because.clone().unwrap_or_default()
         ),
     };
+    let mut params = json!({
+        "channels": channels,
+        "subscribers_per_channel": per_channel,
+        "publishers": publishers,
+        "payload_bytes": args.payload_bytes,
+        "step_secs": args.step_secs,
+        "p99_bound_ms": bound,
+        "ramp_deliveries_per_sec": rates,
+    });
+    let mut result = json!({
+        "setup_secs": setup_secs,
+        "setup_failed": setup_failed,
+        "steps": results,
+        "best_sustained_deliveries_per_sec": best.map(|b| b.0),
+        "best_sustained_p99_ms": best.map(|b| b.1),
+        "stopped_because": stopped_because,
+        "strays": counters.strays.load(Ordering::Relaxed),
+    });
+    if clustered {
+        params["nodes"] = json!(nodes);
+        params["urls"] = json!(args.url);
+        params["pids"] = json!(args.pid);
+        params["publisher_node"] = json!(1);
+        params["subscribers_per_node"] = json!(per_node_subscribers);
+        params["cross_node_subscriber_share"] =
+            json!(remote_subscribers as f64 / subscribers.max(1) as f64);
+        result["best_sustained_cross_node_p99_ms"] = json!(best_remote_p99);
+    }
     Ok(Outcome {
-        params: json!({
-            "channels": channels,
-            "subscribers_per_channel": per_channel,
-            "publishers": publishers,
-            "payload_bytes": args.payload_bytes,
-            "step_secs": args.step_secs,
-            "p99_bound_ms": bound,
-            "ramp_deliveries_per_sec": rates,
-        }),
-        result: json!({
-            "setup_secs": setup_secs,
-            "setup_failed": setup_failed,
-            "steps": results,
-            "best_sustained_deliveries_per_sec": best.map(|b| b.0),
-            "best_sustained_p99_ms": best.map(|b| b.1),
-            "stopped_because": stopped_because,
-            "strays": counters.strays.load(Ordering::Relaxed),
-        }),
+        params,
+        result,
         table,
         headline,
         failed: setup_failed > 0 || best.is_none(),
@@ -358,6 +429,8 @@ pub async fn run<P: Protocol>(
 /// A subscriber's bookkeeping.
 struct Subscriber {
     conn: usize,
+    /// On another node than the publishers.
+    remote: bool,
     channel: usize,
     channels: usize,
     /// The last sequence number of each publisher of the channel (publisher / channels).
@@ -399,12 +472,20 @@ impl Subscriber {
             }
         })?;
         if !self.batch.is_empty() {
-            counters.latency.record_batch(self.conn, &self.batch);
+            if self.remote {
+                counters.latency_remote.record_batch(self.conn, &self.batch);
+            } else {
+                counters.latency.record_batch(self.conn, &self.batch);
+            }
             let mut i = 0;
             while i < self.batch.len() {
                 let step = self.batch[i].0;
                 let run = self.batch[i..].iter().take_while(|b| b.0 == step).count();
                 counters.delivered[step as usize].fetch_add(run as u64, Ordering::Relaxed);
+                if self.remote {
+                    counters.delivered_remote[step as usize]
+                        .fetch_add(run as u64, Ordering::Relaxed);
+                }
                 i += run;
             }
             self.batch.clear();

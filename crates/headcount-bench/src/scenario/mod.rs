@@ -4,9 +4,11 @@
 //! * [`idle`]: N connections joined to M channels with presence tracked; memory per connection;
 //! * [`fanout`]: C channels × S subscribers, P publishers, a ramp of delivery rates;
 //! * [`storm`]: N members join one channel at R joins/s; time until every view holds all N;
-//! * [`join_rate`]: connect + join + track per second, ramped.
+//! * [`join_rate`]: connect + join + track per second, ramped;
+//! * [`ghosts`]: a cluster node killed under load; time until its members leave every view.
 
 pub mod fanout;
+pub mod ghosts;
 pub mod idle;
 pub mod join_rate;
 pub mod storm;
@@ -30,8 +32,8 @@ use crate::sys::{self, ProcSample};
 pub struct Ctx {
     /// The run's clock origin: broadcast stamps carry microseconds since it.
     pub epoch: Instant,
-    /// The server's process, for /proc readings.
-    pub pid: Option<u32>,
+    /// The server's processes (`--pid`, in order), for /proc readings.
+    pub pids: Vec<u32>,
     /// Sockets this process may open.
     pub socket_budget: usize,
     /// Client errors by kind.
@@ -48,9 +50,15 @@ impl Ctx {
         self.epoch.elapsed().as_micros() as u64
     }
 
-    /// The server's memory and CPU time now, with `--pid`.
+    /// The server's memory and CPU time now, with `--pid`: the sum over every process given,
+    /// `None` when none was given or one of them is gone.
     pub fn server(&self) -> Option<ProcSample> {
-        self.pid.and_then(sys::sample)
+        sum_samples(&self.server_each())
+    }
+
+    /// Each `--pid`'s memory and CPU time now, in order (`None` for a process that is gone).
+    pub fn server_each(&self) -> Vec<Option<ProcSample>> {
+        self.pids.iter().map(|&p| sys::sample(p)).collect()
     }
 
     /// Refuses a workload that needs more sockets than this process may open.
@@ -84,23 +92,41 @@ pub struct Outcome {
     pub errors: Arc<Errors>,
 }
 
+/// The sum of several processes' samples: `None` if there are none or one is missing.
+pub fn sum_samples(samples: &[Option<ProcSample>]) -> Option<ProcSample> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.iter().try_fold(ProcSample::default(), |acc, s| {
+        s.map(|s| ProcSample {
+            rss_bytes: acc.rss_bytes + s.rss_bytes,
+            cpu_secs: acc.cpu_secs + s.cpu_secs,
+        })
+    })
+}
+
 /// CPU time of the server and of the generator over an interval.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct CpuMeter {
     at: Instant,
-    server: Option<ProcSample>,
+    server: Vec<Option<ProcSample>>,
     generator: ProcSample,
 }
 
 /// CPU use over an interval.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct CpuUse {
     /// Wall-clock seconds.
     pub wall_secs: f64,
-    /// Server CPU seconds (with `--pid`).
+    /// Server CPU seconds (with `--pid`; with several, the sum over the processes that lived
+    /// through the whole interval).
     pub server_cpu_secs: Option<f64>,
     /// Generator CPU seconds.
     pub generator_cpu_secs: f64,
+    /// With several `--pid`: each process's CPU seconds, in order (`null` for one that was
+    /// gone at either end of the interval).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub server_cpu_secs_per_pid: Vec<Option<f64>>,
 }
 
 impl CpuUse {
@@ -114,6 +140,14 @@ impl CpuUse {
     pub fn generator_pct(&self) -> f64 {
         100.0 * self.generator_cpu_secs / self.wall_secs.max(1e-9)
     }
+
+    /// With several `--pid`: each process's CPU as a percentage of one core.
+    pub fn server_pct_per_pid(&self) -> Vec<Option<f64>> {
+        self.server_cpu_secs_per_pid
+            .iter()
+            .map(|s| s.map(|s| 100.0 * s / self.wall_secs.max(1e-9)))
+            .collect()
+    }
 }
 
 impl CpuMeter {
@@ -121,21 +155,28 @@ impl CpuMeter {
     pub fn start(ctx: &Ctx) -> CpuMeter {
         CpuMeter {
             at: Instant::now(),
-            server: ctx.server(),
+            server: ctx.server_each(),
             generator: sys::sample_self(),
         }
     }
 
     /// CPU used since the start.
     pub fn read(&self, ctx: &Ctx) -> CpuUse {
-        let server = match (self.server, ctx.server()) {
-            (Some(a), Some(b)) => Some(b.cpu_secs - a.cpu_secs),
-            _ => None,
-        };
+        let each: Vec<Option<f64>> = self
+            .server
+            .iter()
+            .zip(ctx.server_each())
+            .map(|(a, b)| match (a, b) {
+                (Some(a), Some(b)) => Some(b.cpu_secs - a.cpu_secs),
+                _ => None,
+            })
+            .collect();
+        let server = each.iter().flatten().copied().reduce(|a, b| a + b);
         CpuUse {
             wall_secs: self.at.elapsed().as_secs_f64(),
             server_cpu_secs: server,
             generator_cpu_secs: sys::sample_self().cpu_secs - self.generator.cpu_secs,
+            server_cpu_secs_per_pid: if each.len() > 1 { each } else { Vec::new() },
         }
     }
 }

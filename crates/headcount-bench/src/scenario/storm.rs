@@ -64,7 +64,7 @@ pub async fn run<P: Protocol>(
     args: &BenchArgs,
     ctx: Ctx,
 ) -> anyhow::Result<Outcome> {
-    let n = args.members.max(1);
+    let n = args.members().max(1);
     let rate = args.join_rate;
     ctx.check_sockets(n)?;
     let ctx = Arc::new(ctx);
