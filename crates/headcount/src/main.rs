@@ -39,7 +39,7 @@ enum Command {
     Watch(watch::WatchArgs),
     /// Run a load scenario against a server on this machine (idle, fanout, presence-storm,
     /// join-rate).
-    Bench(headcount_bench::BenchArgs),
+    Bench(Box<headcount_bench::BenchArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -106,7 +106,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Serve(args) => serve(*args),
         Command::Watch(args) => watch::run(args),
-        Command::Bench(args) => headcount_bench::main(args),
+        Command::Bench(args) => headcount_bench::main(*args),
     }
 }
 
