@@ -29,7 +29,7 @@
 # The fan-out shape is 10 channels x 300 subscribers with 10 publishers: 3,000 subscribers,
 # 1,000 per node; at 100 k deliveries/s that is 333 messages/s through Redis and 33 frames/s
 # per subscriber (a cursor-like rate that does not let frames pile up per socket as 1 x 1,000
-# does). The ramp is 25k, 50k, 100k, 150k, 200k deliveries/s, 5 s per step, and a step passes
+# does). The ramp is 25k, 50k, 75k, 100k, 150k, 200k deliveries/s, 5 s per step, and a step passes
 # with no loss, no duplicate and p99 <= 20 ms (cross-node p99 too, against the cluster).
 #
 # Every process this script starts is stopped on exit, whatever happens.
@@ -171,7 +171,7 @@ if [ -n "${QUICK:-}" ]; then
   ghosts=(--members 300 --channels 3 --join-rate 500 --background-rate 5k)
 else
   fan=(--channels "$shape_channels" --subscribers "$shape_subscribers" --publishers "$shape_publishers"
-    --rates 25k,50k,100k,150k,200k --step-secs 5 --p99-ms 20)
+    --rates 25k,50k,75k,100k,150k,200k --step-secs 5 --p99-ms 20)
   ghosts=(--members 3000 --channels 10 --join-rate 500 --background-rate 30k --warmup-secs 3)
 fi
 

@@ -122,7 +122,7 @@ if [ -n "${QUICK:-}" ]; then
 else
   idle=(--connections 15000 --channels 100 --hold-secs 10 --timeout-secs 40)
   fan1=(--channels 1 --subscribers 1000 --publishers 10 --step-secs 5)
-  fan2=(--channels 100 --subscribers 100 --publishers 100 --step-secs 5)
+  fan2=(--channels 100 --subscribers 100 --publishers 100 --step-secs 5 --rates 10k,25k,50k,75k,100k,150k,200k,300k,500k,1M)
   storm1=(--members 2000 --join-rate 500 --timeout-secs 40)
   storm2=(--members 5000 --join-rate 500 --timeout-secs 40)
   joins=(--step-secs 5)
