@@ -35,10 +35,14 @@ async fn wait_state(
     pred: impl Fn(&PresenceState) -> bool,
 ) -> PresenceState {
     let mut rx = presence.state();
-    within(what, wait, rx.wait_for(|s| pred(s)))
-        .await
-        .unwrap()
-        .clone()
+    let got = tokio::time::timeout(wait, rx.wait_for(|s| pred(s))).await;
+    match got {
+        Ok(s) => s.unwrap().clone(),
+        Err(_) => panic!(
+            "timed out after {wait:?} waiting for {what}; state: {:?}",
+            keys(&presence.state().borrow())
+        ),
+    }
 }
 
 fn keys(state: &PresenceState) -> BTreeSet<String> {
