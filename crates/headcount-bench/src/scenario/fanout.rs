@@ -26,7 +26,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::MissedTickBehavior;
 
 use super::{
-    CpuMeter, Ctx, Outcome, bar, finish, hold, keepalive_timer, opt, tick, wait_until, within,
+    CpuMeter, Ctx, Next, Outcome, bar, finish, hold, keepalive_timer, next_step, opt,
+    ramp_headline, tick, wait_until, within,
 };
 use crate::BenchArgs;
 use crate::client::{Client, ClientError, Target};
@@ -354,40 +355,32 @@ pub async fn run<P: Protocol>(
             step_json["server_cpu_pct_per_pid"] = json!(step_cpu.server_pct_per_pid());
         }
         results.push(step_json);
-        match reason {
-            Some(_) if !retrying => retrying = true,
-            Some(r) => {
-                stopped_because = Some(format!("step {} ({}/s), twice: {r}", i + 1, si(rate)));
-            }
-            None => {
-                retrying = false;
+        match next_step(reason, &mut retrying, i, rate) {
+            Next::Retry => {}
+            Next::Advance => {
                 i += 1;
                 ramp.inc(1);
             }
+            Next::Stop(why) => stopped_because = Some(why),
         }
     }
     ramp.finish_and_clear();
     let _ = stop_tx.send(true);
     finish(tasks).await;
 
-    let headline = match best {
-        Some((r, p99)) => format!(
-            "best sustained {} deliveries/s (p99 {p99:.1} ms{}){}",
-            si(r),
-            match best_remote_p99 {
-                Some(x) if clustered => format!(", cross-node p99 {x:.1} ms"),
-                _ => String::new(),
-            },
-            stopped_because
-                .as_ref()
-                .map(|s| format!("; stopped at {s}"))
-                .unwrap_or_else(|| "; every step passed".into())
-        ),
-        None => format!(
-            "no step passed: {}",
-            stopped_because.clone().unwrap_or_default()
-        ),
-    };
+    let headline = ramp_headline(
+        best.map(|(r, p99)| {
+            format!(
+                "best sustained {} deliveries/s (p99 {p99:.1} ms{})",
+                si(r),
+                match best_remote_p99 {
+                    Some(x) if clustered => format!(", cross-node p99 {x:.1} ms"),
+                    _ => String::new(),
+                }
+            )
+        }),
+        stopped_because.as_deref(),
+    );
     let mut params = json!({
         "channels": channels,
         "subscribers_per_channel": per_channel,

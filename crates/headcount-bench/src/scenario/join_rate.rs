@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::time::MissedTickBehavior;
 
-use super::{CpuMeter, Ctx, Outcome, bar, opt, within};
+use super::{CpuMeter, Ctx, Next, Outcome, bar, next_step, opt, ramp_headline, within};
 use crate::BenchArgs;
 use crate::client::{Client, Target};
 use crate::proto::{Member, Protocol};
@@ -162,36 +162,30 @@ pub async fn run<P: Protocol>(
             "passed": reason.is_none(),
             "failure": reason,
         }));
-        match reason {
-            Some(_) if !retrying => retrying = true,
-            Some(r) => {
-                stopped_because = Some(format!("step {} ({}/s), twice: {r}", i + 1, si(rate)));
-                break;
-            }
-            None => {
-                retrying = false;
+        match next_step(reason, &mut retrying, i, rate) {
+            Next::Retry => {}
+            Next::Advance => {
                 i += 1;
                 ramp.inc(1);
+            }
+            Next::Stop(why) => {
+                stopped_because = Some(why);
+                break;
             }
         }
         // Let the server finish the leaves of this step before the next one.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     ramp.finish_and_clear();
-    let headline = match best {
-        Some((r, p99)) => format!(
-            "best sustained {}/s connect+join+track (p99 {p99:.1} ms){}",
-            si(r),
-            stopped_because
-                .as_ref()
-                .map(|s| format!("; stopped at {s}"))
-                .unwrap_or_else(|| "; every step passed".into())
-        ),
-        None => format!(
-            "no step passed: {}",
-            stopped_because.clone().unwrap_or_default()
-        ),
-    };
+    let headline = ramp_headline(
+        best.map(|(r, p99)| {
+            format!(
+                "best sustained {}/s connect+join+track (p99 {p99:.1} ms)",
+                si(r)
+            )
+        }),
+        stopped_because.as_deref(),
+    );
     Ok(Outcome {
         params: json!({
             "channels": channels,

@@ -181,6 +181,48 @@ impl CpuMeter {
     }
 }
 
+/// What a ramp does after a step: a failed step is run once more (other work on a shared
+/// machine can spoil one step), and a second failure in a row ends the ramp.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    /// Run the same step again.
+    Retry,
+    /// Go on to the next rate.
+    Advance,
+    /// End the ramp, for this reason.
+    Stop(String),
+}
+
+/// The verdict on step `index` (from 0) at `rate`, which failed for `reason` (or passed);
+/// `retrying` says whether this was already the second try, and is updated.
+pub fn next_step(reason: Option<String>, retrying: &mut bool, index: usize, rate: f64) -> Next {
+    match reason {
+        Some(_) if !*retrying => {
+            *retrying = true;
+            Next::Retry
+        }
+        Some(r) => Next::Stop(format!(
+            "step {} ({}/s), twice: {r}",
+            index + 1,
+            crate::report::si(rate)
+        )),
+        None => {
+            *retrying = false;
+            Next::Advance
+        }
+    }
+}
+
+/// The one-line summary of a ramp: its best passing step, described by `best`, and why it
+/// stopped.
+pub fn ramp_headline(best: Option<String>, stopped_because: Option<&str>) -> String {
+    match (best, stopped_because) {
+        (Some(b), Some(s)) => format!("{b}; stopped at {s}"),
+        (Some(b), None) => format!("{b}; every step passed"),
+        (None, s) => format!("no step passed: {}", s.unwrap_or_default()),
+    }
+}
+
 /// A progress bar on stderr (hidden when stderr is not a terminal).
 pub fn bar(len: u64, prefix: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
@@ -287,4 +329,46 @@ pub async fn within<T>(
 /// `Some(x)` as a fixed-point string, `None` as `-`.
 pub fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or_else(|| "-".to_owned(), |x| format!("{x:.decimals$}"))
+}
+
+#[cfg(test)]
+mod ramp_tests {
+    use super::*;
+
+    #[test]
+    fn a_step_is_retried_once_then_stops_the_ramp() {
+        let mut retrying = false;
+        assert_eq!(next_step(None, &mut retrying, 0, 500.0), Next::Advance);
+        assert_eq!(
+            next_step(Some("slow".into()), &mut retrying, 1, 1000.0),
+            Next::Retry
+        );
+        assert!(retrying);
+        assert_eq!(next_step(None, &mut retrying, 1, 1000.0), Next::Advance);
+        assert!(!retrying);
+        assert_eq!(
+            next_step(Some("a".into()), &mut retrying, 2, 2000.0),
+            Next::Retry
+        );
+        assert_eq!(
+            next_step(Some("p99 80 ms > 50 ms".into()), &mut retrying, 2, 2000.0),
+            Next::Stop("step 3 (2000/s), twice: p99 80 ms > 50 ms".into())
+        );
+    }
+
+    #[test]
+    fn headlines_say_the_best_step_and_why_the_ramp_ended() {
+        assert_eq!(
+            ramp_headline(Some("best 5/s".into()), None),
+            "best 5/s; every step passed"
+        );
+        assert_eq!(
+            ramp_headline(Some("best 5/s".into()), Some("step 2")),
+            "best 5/s; stopped at step 2"
+        );
+        assert_eq!(
+            ramp_headline(None, Some("step 1")),
+            "no step passed: step 1"
+        );
+    }
 }
