@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::MissedTickBehavior;
 
 use super::{
-    CpuMeter, Ctx, Next, Outcome, bar, finish, hold, keepalive_timer, next_step, opt,
+    CpuMeter, Ctx, Next, Outcome, Schedule, bar, finish, hold, keepalive_timer, next_step, opt,
     ramp_headline, tick, wait_until, within,
 };
 use crate::BenchArgs;
@@ -516,13 +516,8 @@ async fn publish<S: Session>(
         {
             done = Some(index);
             tokio::time::sleep_until(start).await;
-            let start_us = ctx.now_us();
-            let total = per_publisher * (end - start).as_secs_f64();
-            // Publishers start at different points of their period, as independent clients
-            // would, instead of all sending at once.
-            let phase =
-                f64::from(publisher.wrapping_mul(2_654_435_761) >> 8) / f64::from(1u32 << 24);
-            let last = (total + phase) as u64;
+            let schedule = Schedule::new(publisher, ctx.now_us(), per_publisher);
+            let last = schedule.due_by((end - start).as_secs_f64());
             let period = Duration::from_secs_f64((1.0 / per_publisher).clamp(0.001, 0.005));
             let mut ticker = tokio::time::interval(period);
             ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
@@ -534,21 +529,12 @@ async fn publish<S: Session>(
                         let due = if now >= end {
                             last
                         } else {
-                            ((per_publisher * (now - start).as_secs_f64() + phase) as u64).min(last)
+                            schedule.due_by((now - start).as_secs_f64()).min(last)
                         };
                         if due <= sent {
                             continue;
                         }
-                        for j in sent..due {
-                            // The time message j was due: the stamp carries it, so a publisher
-                            // held back by the server's backpressure shows as latency.
-                            let due_s = ((j + 1) as f64 - phase).max(0.0) / per_publisher;
-                            let sent_us = start_us + (due_s * 1e6) as u64;
-                            seq += 1;
-                            body.clear();
-                            Stamp { publisher, seq, sent_us, step: index }.write(&mut body, payload);
-                            client.session.publish(&body, &mut client.out);
-                        }
+                        schedule.publish(client, publisher, sent..due, index, &mut seq, &mut body, payload);
                         client.flush().await?;
                         counters.sent[index as usize].fetch_add(due - sent, Ordering::Relaxed);
                         sent = due;

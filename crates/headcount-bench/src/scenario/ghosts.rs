@@ -33,7 +33,9 @@ use serde_json::json;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::MissedTickBehavior;
 
-use super::{CpuMeter, Ctx, Outcome, bar, finish, hold, keepalive_timer, opt, tick, within};
+use super::{
+    CpuMeter, Ctx, Outcome, Schedule, bar, finish, hold, keepalive_timer, opt, tick, within,
+};
 use crate::client::{Client, ClientError, Target};
 use crate::cluster::{Census, Roster, clearance, member_placement, per_node, quantile};
 use crate::proto::{Event, Member, Protocol, Session, Stamp};
@@ -778,8 +780,7 @@ async fn background<S: Session>(
         }
     };
     tokio::time::sleep_until(start).await;
-    let start_us = ctx.now_us();
-    let offset = f64::from(publisher.wrapping_mul(2_654_435_761) >> 8) / f64::from(1u32 << 24);
+    let schedule = Schedule::new(publisher, ctx.now_us(), rate);
     let mut ticker = tokio::time::interval(Duration::from_millis(5));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let (mut sent, mut seq) = (0u64, 0u64);
@@ -791,18 +792,12 @@ async fn background<S: Session>(
             biased;
             _ = &mut stopped => return Ok(()),
             _ = ticker.tick() => {
-                let due = (rate * (tokio::time::Instant::now() - start).as_secs_f64() + offset) as u64;
+                let due = schedule.due_by((tokio::time::Instant::now() - start).as_secs_f64());
                 if due <= sent {
                     continue;
                 }
                 let phase = u32::from(shared.killed.load(Ordering::Relaxed));
-                for j in sent..due {
-                    let due_us = start_us + (((j + 1) as f64 - offset).max(0.0) / rate * 1e6) as u64;
-                    seq += 1;
-                    body.clear();
-                    Stamp { publisher, seq, sent_us: due_us, step: phase }.write(&mut body, payload);
-                    client.session.publish(&body, &mut client.out);
-                }
+                schedule.publish(client, publisher, sent..due, phase, &mut seq, &mut body, payload);
                 client.flush().await?;
                 shared.sent[phase as usize].fetch_add(due - sent, Ordering::Relaxed);
                 sent = due;

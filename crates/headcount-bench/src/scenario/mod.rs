@@ -181,6 +181,67 @@ impl CpuMeter {
     }
 }
 
+/// When an open-loop publisher's messages are due: message `j` (from 0) at
+/// `(j + 1 − phase) / rate` seconds after `start_us`. The phase, in [0, 1) and derived from the
+/// publisher's number, spreads publishers over their period as independent clients would be,
+/// instead of all sending at once.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    start_us: u64,
+    rate: f64,
+    phase: f64,
+}
+
+impl Schedule {
+    /// The schedule of `publisher`, sending `rate` messages per second from `start_us`.
+    pub fn new(publisher: u32, start_us: u64, rate: f64) -> Schedule {
+        let phase = f64::from(publisher.wrapping_mul(2_654_435_761) >> 8) / f64::from(1u32 << 24);
+        Schedule {
+            start_us,
+            rate,
+            phase,
+        }
+    }
+
+    /// How many messages are due `elapsed_secs` after the start.
+    pub fn due_by(&self, elapsed_secs: f64) -> u64 {
+        (self.rate * elapsed_secs + self.phase) as u64
+    }
+
+    /// When message `j` was due, in microseconds since the run started.
+    pub fn due_us(&self, j: u64) -> u64 {
+        self.start_us + (((j + 1) as f64 - self.phase).max(0.0) / self.rate * 1e6) as u64
+    }
+
+    /// Puts messages `messages` of `publisher` into the client's outbox, each stamped with the
+    /// time it was due (so a publisher held back by the server's backpressure shows as
+    /// latency, not as a quietly lower rate) and the next of its sequence numbers.
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish<S: Session>(
+        &self,
+        client: &mut Client<S>,
+        publisher: u32,
+        messages: std::ops::Range<u64>,
+        step: u32,
+        seq: &mut u64,
+        body: &mut Vec<u8>,
+        payload: usize,
+    ) {
+        for j in messages {
+            *seq += 1;
+            body.clear();
+            crate::proto::Stamp {
+                publisher,
+                seq: *seq,
+                sent_us: self.due_us(j),
+                step,
+            }
+            .write(body, payload);
+            client.session.publish(body, &mut client.out);
+        }
+    }
+}
+
 /// What a ramp does after a step: a failed step is run once more (other work on a shared
 /// machine can spoil one step), and a second failure in a row ends the ramp.
 #[derive(Debug, PartialEq, Eq)]
