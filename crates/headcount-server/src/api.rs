@@ -176,10 +176,27 @@ fn may_write(hub: &Hub, topic: &str, private: bool, claims: &Claims) -> bool {
     !private || hub.config.policy.evaluate(topic, claims).broadcast_write
 }
 
-/// Counts `n` messages against the node's events per second; `false` (nothing counted in
-/// excess) when they do not all fit.
-fn take_events(hub: &Hub, n: usize) -> bool {
+/// Who an HTTP request counts against for the per-client events limit: the token's `sub`, or
+/// the token itself when it has none (a service key, the anon key).
+fn client_of<'a>(claims: &'a Claims, headers: &'a HeaderMap) -> &'a str {
+    claims
+        .sub
+        .as_deref()
+        .or_else(|| request_token(headers))
+        .unwrap_or("")
+}
+
+/// Counts `n` messages against the client's events per second, then the node's; `false`
+/// (nothing counted in excess) when they do not all fit.
+fn take_events(hub: &Hub, client: &str, n: usize) -> bool {
     let now = driver::now_ms();
+    if !hub
+        .http_clients
+        .take(client, now, u32::try_from(n).unwrap_or(u32::MAX))
+    {
+        hub.metrics.refused(Limit::ClientEvents);
+        return false;
+    }
     for _ in 0..n {
         if !hub.events.hit(now) {
             hub.metrics.refused(Limit::Events);
@@ -333,8 +350,8 @@ fn unprocessable(errors: Value) -> Response {
 ///
 /// 202 (empty) when accepted; 401 without a valid token; 400 when the body is not JSON; 422
 /// with `{"errors":{"messages":[{field: [reason]}, ...]}}` (one object per message, empty for
-/// valid ones) when any message is invalid, and then nothing is sent; 429 when the node's
-/// events per second would be exceeded. Private messages the token may not write are skipped.
+/// valid ones) when any message is invalid, and then nothing is sent; 429 when the client's
+/// or the node's events per second would be exceeded. Private messages the token may not write are skipped.
 async fn batch(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Body) -> Response {
     let Some(claims) = request_claims(&hub, &headers) else {
         return unauthorized();
@@ -379,19 +396,22 @@ async fn batch(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Body) -> R
             allowed
         })
         .collect();
-    if hub
-        .config
-        .limits
-        .max_events_per_second
-        .is_some_and(|max| messages.len() > max as usize)
-    {
+    let limits = &hub.config.limits;
+    let most = match (
+        limits.max_events_per_second,
+        limits.client_events_per_second(),
+    ) {
+        (Some(node), Some(client)) => Some(node.min(client)),
+        (node, client) => node.or(client),
+    };
+    if most.is_some_and(|max| messages.len() > max as usize) {
         hub.metrics.refused(Limit::Events);
         return message(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many messages to broadcast, please reduce the batch size",
         );
     }
-    if !take_events(&hub, messages.len()) {
+    if !take_events(&hub, client_of(&claims, &headers), messages.len()) {
         return rate_limited();
     }
     for m in &messages {
@@ -430,7 +450,7 @@ fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
 /// 202 (empty) when accepted; 401 without a valid token; 415 for a body that is neither
 /// `application/json` nor `application/octet-stream`; 400 for JSON that does not parse; 422
 /// above the payload limit; 403 for a private channel the token may not write; 429 when the
-/// node's events per second are exceeded. JSON goes out as a text broadcast with a
+/// client's or the node's events per second are exceeded. JSON goes out as a text broadcast with a
 /// `meta.id`; bytes as a binary user broadcast, which only 2.0.0 members can receive.
 async fn single(
     State(hub): State<Arc<Hub>>,
@@ -466,7 +486,7 @@ async fn single(
     if !may_write(&hub, &topic, private, &claims) {
         return unauthorized_private();
     }
-    if !take_events(&hub, 1) {
+    if !take_events(&hub, client_of(&claims, &headers), 1) {
         return rate_limited();
     }
     let key = channel_key(&topic, private);

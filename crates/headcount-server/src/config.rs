@@ -71,6 +71,23 @@ pub struct Limits {
     pub client_presence_window: Duration,
     /// The largest broadcast or presence payload, in kilobytes of 1,000 bytes.
     pub max_payload_size_kb: usize,
+    /// Joins per second one socket may make (`ClientJoinRateLimitReached: Too many joins per
+    /// second`; the socket stays open). `None`: derived from the node-wide limit, see
+    /// [`Limits::client_joins_per_second`].
+    pub max_client_joins_per_second: Option<u32>,
+    /// Broadcasts per second one socket or one HTTP client may send (`Too many messages per
+    /// second`). `None`: derived, see [`Limits::client_events_per_second`].
+    pub max_client_events_per_second: Option<u32>,
+    /// Presence tracks per second one socket may make (`Too many presence messages per
+    /// second`). `None`: derived, see [`Limits::client_presence_events_per_second`].
+    pub max_client_presence_events_per_second: Option<u32>,
+}
+
+/// A client's share of a node-wide rate when none is configured: a quarter of it (at least
+/// one), so a single client can never spend the whole node's budget; no limit when the node has
+/// none.
+fn client_share(node: Option<u32>) -> Option<u32> {
+    node.map(|n| n.div_ceil(4).max(1))
 }
 
 impl Default for Limits {
@@ -84,6 +101,9 @@ impl Default for Limits {
             client_presence_max_calls: 5,
             client_presence_window: Duration::from_secs(30),
             max_payload_size_kb: 3000,
+            max_client_joins_per_second: None,
+            max_client_events_per_second: None,
+            max_client_presence_events_per_second: None,
         }
     }
 }
@@ -92,6 +112,27 @@ impl Limits {
     /// The largest payload in bytes.
     pub fn max_payload_bytes(&self) -> usize {
         self.max_payload_size_kb.saturating_mul(1000)
+    }
+
+    /// The joins per second one socket may make: the configured value, else a quarter of
+    /// [`Limits::max_joins_per_second`].
+    pub fn client_joins_per_second(&self) -> Option<u32> {
+        self.max_client_joins_per_second
+            .or(client_share(self.max_joins_per_second))
+    }
+
+    /// The broadcasts per second one client may send: the configured value, else a quarter of
+    /// [`Limits::max_events_per_second`].
+    pub fn client_events_per_second(&self) -> Option<u32> {
+        self.max_client_events_per_second
+            .or(client_share(self.max_events_per_second))
+    }
+
+    /// The presence tracks per second one socket may make: the configured value, else a
+    /// quarter of [`Limits::max_presence_events_per_second`].
+    pub fn client_presence_events_per_second(&self) -> Option<u32> {
+        self.max_client_presence_events_per_second
+            .or(client_share(self.max_presence_events_per_second))
     }
 }
 

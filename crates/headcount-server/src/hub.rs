@@ -16,10 +16,15 @@ pub use crate::channel::{Broadcast, Channel, ChannelKey, Coalescing, Member, Mem
 use crate::cluster::{Cluster, ClusterSink, PresenceEntry, RelayedBroadcast, Standalone};
 use crate::config::Config;
 use crate::conn::{Conn, ConnId};
-use crate::limits::NodeRate;
+use crate::limits::{ClientRates, NodeRate};
 use crate::metrics::Metrics;
 
 const SHARDS: usize = 64;
+
+/// How many HTTP API clients' event windows are remembered at once. A window lasts a second,
+/// so this many distinct clients inside one second is far beyond any real app; past it, the
+/// oldest window is forgotten (see [`crate::limits::Windows`]).
+const HTTP_CLIENTS: usize = 10_000;
 
 type Shard<K, V> = Mutex<HashMap<K, V>>;
 
@@ -36,6 +41,9 @@ pub struct Hub {
     pub events: NodeRate,
     /// Presence calls per second, node-wide.
     pub presence_events: NodeRate,
+    /// Broadcasts per second of each HTTP API client, in front of [`Hub::events`]. (Sockets
+    /// keep their own windows in their session.)
+    pub http_clients: ClientRates,
     /// Set when the server stops accepting traffic (shutdown); `/readyz` then says so.
     pub draining: std::sync::atomic::AtomicBool,
     /// Counters for `/metrics`.
@@ -81,6 +89,10 @@ impl Hub {
             joins: NodeRate::per_second(config.limits.max_joins_per_second),
             events: NodeRate::per_second(config.limits.max_events_per_second),
             presence_events: NodeRate::per_second(config.limits.max_presence_events_per_second),
+            http_clients: ClientRates::per_second(
+                config.limits.client_events_per_second(),
+                HTTP_CLIENTS,
+            ),
             config: Arc::new(config),
             channels: (0..SHARDS).map(|_| Mutex::default()).collect(),
             conns: (0..SHARDS).map(|_| Mutex::default()).collect(),

@@ -75,9 +75,15 @@ pub enum Limit {
     PayloadSize,
     /// WebSocket frame or message size.
     FrameSize,
+    /// Joins per second of one socket.
+    ClientJoins,
+    /// Broadcasts per second of one socket or HTTP client.
+    ClientEvents,
+    /// Presence tracks per second of one socket.
+    ClientPresenceEvents,
 }
 
-const LIMITS: [(Limit, &str); 8] = [
+const LIMITS: [(Limit, &str); 11] = [
     (Limit::Channels, "channels_per_client"),
     (Limit::Users, "concurrent_users"),
     (Limit::Joins, "joins_per_second"),
@@ -86,6 +92,12 @@ const LIMITS: [(Limit, &str); 8] = [
     (Limit::ClientPresence, "client_presence_window"),
     (Limit::PayloadSize, "payload_size"),
     (Limit::FrameSize, "frame_size"),
+    (Limit::ClientJoins, "client_joins_per_second"),
+    (Limit::ClientEvents, "client_events_per_second"),
+    (
+        Limit::ClientPresenceEvents,
+        "client_presence_events_per_second",
+    ),
 ];
 
 /// The service's counters. Owned by the [`crate::Hub`]; written from every task.
@@ -116,7 +128,7 @@ pub struct Metrics {
     /// Connections cut because their outbox overflowed.
     pub slow_consumer_disconnects_total: AtomicU64,
     /// Refusals per limit, in the order of `LIMITS`.
-    limit_refusals: [AtomicU64; 8],
+    limit_refusals: [AtomicU64; LIMITS.len()],
     /// Time to fan one message out to a channel's members.
     pub fanout_seconds: Histogram,
 }

@@ -331,7 +331,12 @@ async fn a_single_message_above_the_limit_or_not_json_is_refused() {
 
 #[tokio::test]
 async fn the_events_rate_gives_429() {
-    let server = TestServer::start_with(|c| c.limits.max_events_per_second = Some(5)).await;
+    // The node's limit: this one client may send all of it.
+    let server = TestServer::start_with(|c| {
+        c.limits.max_events_per_second = Some(5);
+        c.limits.max_client_events_per_second = Some(100);
+    })
+    .await;
     let mut m = member(&server, "2.0.0", "rate").await;
     let six: Vec<Value> = (0..6)
         .map(|i| json!({"topic": "rate", "event": format!("e{i}"), "payload": {}}))

@@ -40,7 +40,13 @@ async fn channels_per_socket() {
 
 #[tokio::test]
 async fn joins_per_second_refuse_then_close_the_socket() {
-    let server = TestServer::start_with(|c| c.limits.max_joins_per_second = Some(4)).await;
+    // The node's limit, with this client allowed all of it (the per-client limit is tested
+    // through the binary in crates/headcount/tests/client_limits.rs).
+    let server = TestServer::start_with(|c| {
+        c.limits.max_joins_per_second = Some(4);
+        c.limits.max_client_joins_per_second = Some(100);
+    })
+    .await;
     let mut c = server.client("2.0.0").await;
     for n in 0..4 {
         c.join(&format!("realtime:j{n}"), json!({})).await;
@@ -205,72 +211,65 @@ async fn track_payload_size() {
 }
 
 #[tokio::test]
-async fn events_per_second() {
-    let server = TestServer::start_with(|c| c.limits.max_events_per_second = Some(3)).await;
+async fn events_per_second_at_the_node_drop_without_closing() {
+    // The node's limit, with this client allowed all of it: the 4th broadcast of the second is
+    // refused to its ack, and the channel stays open (the per-client limit, which closes the
+    // channel, is tested through the binary in crates/headcount/tests/client_limits.rs).
+    let server = TestServer::start_with(|c| {
+        c.limits.max_events_per_second = Some(3);
+        c.limits.max_client_events_per_second = Some(100);
+    })
+    .await;
     let mut c = server.client("2.0.0").await;
     let jr = c
         .join("realtime:e", json!({"broadcast": {"ack": true}}))
         .await;
+    let broadcast = json!({"type":"broadcast","event":"x","payload":{}});
     for _ in 0..3 {
         let r = c
-            .push(
-                &jr,
-                "realtime:e",
-                "broadcast",
-                json!({"type":"broadcast","event":"x","payload":{}}),
-            )
+            .push(&jr, "realtime:e", "broadcast", broadcast.clone())
             .await;
         assert_eq!(c.expect_reply(&r).await.payload["status"], "ok");
     }
-    c.push(
-        &jr,
-        "realtime:e",
-        "broadcast",
-        json!({"type":"broadcast","event":"x","payload":{}}),
-    )
-    .await;
-    expect_system_close(&mut c, "realtime:e", "Too many messages per second").await;
+    let r = c
+        .push(&jr, "realtime:e", "broadcast", broadcast.clone())
+        .await;
+    assert_eq!(
+        c.expect_reply(&r).await.payload,
+        json!({"status":"error","response":{"reason":"Too many messages per second"}})
+    );
+    c.expect_silence(SHORT).await; // no system error, no phx_close
 }
 
 #[tokio::test]
-async fn presence_events_per_second() {
-    let server =
-        TestServer::start_with(|c| c.limits.max_presence_events_per_second = Some(2)).await;
+async fn presence_events_per_second_at_the_node_refuse_without_closing() {
+    let server = TestServer::start_with(|c| {
+        c.limits.max_presence_events_per_second = Some(2);
+        c.limits.max_client_presence_events_per_second = Some(100);
+    })
+    .await;
     let mut a = server.client("2.0.0").await;
     let mut b = server.client("2.0.0").await;
     let ja = a.join("realtime:pe", presence("a")).await;
     let jb = b.join("realtime:pe", presence("b")).await;
-    let r = a
-        .push(
-            &ja,
-            "realtime:pe",
-            "presence",
-            json!({"type":"presence","event":"track","payload":{"n":1}}),
-        )
-        .await;
+    let track = |n: u32| json!({"type":"presence","event":"track","payload":{"n": n}});
+    let r = a.push(&ja, "realtime:pe", "presence", track(1)).await;
     assert_eq!(a.expect_reply(&r).await.payload["status"], "ok");
-    let r = b
-        .push(
-            &jb,
-            "realtime:pe",
-            "presence",
-            json!({"type":"presence","event":"track","payload":{"n":1}}),
-        )
-        .await;
+    let r = b.push(&jb, "realtime:pe", "presence", track(1)).await;
     assert_eq!(b.expect_reply(&r).await.payload["status"], "ok");
-    a.push(
-        &ja,
-        "realtime:pe",
-        "presence",
-        json!({"type":"presence","event":"track","payload":{"n":2}}),
-    )
-    .await;
-    expect_system_close(
-        &mut a,
-        "realtime:pe",
-        "Too many presence messages per second",
-    )
-    .await;
+    let r = a.push(&ja, "realtime:pe", "presence", track(2)).await;
+    assert_eq!(
+        a.expect_reply(&r).await.payload,
+        json!({"status":"error","response":{"reason":"Too many presence messages per second"}})
+    );
+    // The channel is still joined: a's next call is answered, not met with "unmatched topic".
+    let r = a
+        .push(&ja, "realtime:pe", "presence", json!({"type":"presence"}))
+        .await;
+    assert_eq!(
+        a.expect_reply(&r).await.payload,
+        json!({"status":"ok","response":{}})
+    );
 }
 
 #[tokio::test]

@@ -81,6 +81,18 @@ pub struct Settings {
     /// Presence calls per second, node-wide; 0 means no limit [default: 0].
     #[arg(long, env = "HEADCOUNT_MAX_PRESENCE_EVENTS_PER_SECOND")]
     pub max_presence_events_per_second: Option<u32>,
+    /// Joins per second one socket may make; 0 means a quarter of the node-wide limit
+    /// [default: 0].
+    #[arg(long, env = "HEADCOUNT_MAX_CLIENT_JOINS_PER_SECOND")]
+    pub max_client_joins_per_second: Option<u32>,
+    /// Broadcasts per second one socket or HTTP client may send; 0 means a quarter of the
+    /// node-wide limit [default: 0].
+    #[arg(long, env = "HEADCOUNT_MAX_CLIENT_EVENTS_PER_SECOND")]
+    pub max_client_events_per_second: Option<u32>,
+    /// Presence tracks per second one socket may make; 0 means a quarter of the node-wide
+    /// limit [default: 0].
+    #[arg(long, env = "HEADCOUNT_MAX_CLIENT_PRESENCE_EVENTS_PER_SECOND")]
+    pub max_client_presence_events_per_second: Option<u32>,
     /// Presence calls one member may make per window [default: 5].
     #[arg(long, env = "HEADCOUNT_CLIENT_PRESENCE_MAX_CALLS")]
     pub client_presence_max_calls: Option<u32>,
@@ -138,6 +150,8 @@ impl Settings {
             idle_timeout, unjoined_timeout, header_read_timeout, shutdown_grace, max_frame_size,
             max_message_size, outbox_limit, max_channels_per_client, max_concurrent_users,
             max_joins_per_second, max_events_per_second, max_presence_events_per_second,
+            max_client_joins_per_second, max_client_events_per_second,
+            max_client_presence_events_per_second,
             client_presence_max_calls, client_presence_window, max_payload_size_kb, presence_window_ms, redis_url,
             node_timeout, log_format);
         self
@@ -172,6 +186,9 @@ impl Settings {
             max_joins_per_second: Some(0),
             max_events_per_second: Some(0),
             max_presence_events_per_second: Some(0),
+            max_client_joins_per_second: Some(0),
+            max_client_events_per_second: Some(0),
+            max_client_presence_events_per_second: Some(0),
             client_presence_max_calls: Some(limits.client_presence_max_calls),
             client_presence_window: Some(limits.client_presence_window.as_secs()),
             max_payload_size_kb: Some(limits.max_payload_size_kb),
@@ -229,6 +246,12 @@ impl Settings {
             client_presence_max_calls: self.client_presence_max_calls.expect("complete settings"),
             client_presence_window: secs(self.client_presence_window),
             max_payload_size_kb: self.max_payload_size_kb.expect("complete settings"),
+            // 0: derived from the node-wide limit (see `Limits::client_joins_per_second`).
+            max_client_joins_per_second: off_if_zero(self.max_client_joins_per_second),
+            max_client_events_per_second: off_if_zero(self.max_client_events_per_second),
+            max_client_presence_events_per_second: off_if_zero(
+                self.max_client_presence_events_per_second,
+            ),
         };
         config.presence_window =
             Duration::from_millis(self.presence_window_ms.expect("complete settings"));
@@ -281,6 +304,31 @@ mod tests {
         assert_eq!(config.idle_timeout, Duration::from_secs(5));
         assert_eq!(config.limits.max_channels_per_client, 7);
         assert_eq!(config.limits.max_joins_per_second, None, "0 means off");
+    }
+
+    #[test]
+    fn per_client_rates_default_to_a_quarter_of_the_node() {
+        let flags = Settings {
+            max_joins_per_second: Some(20),
+            max_events_per_second: Some(3),
+            max_client_presence_events_per_second: Some(7),
+            ..Default::default()
+        };
+        let config = flags.or(&Settings::defaults()).to_config("s").unwrap();
+        let limits = &config.limits;
+        assert_eq!(limits.client_joins_per_second(), Some(5));
+        assert_eq!(limits.client_events_per_second(), Some(1), "rounded up");
+        assert_eq!(
+            limits.client_presence_events_per_second(),
+            Some(7),
+            "an explicit value wins, even without a node-wide limit"
+        );
+        let defaults = Settings::defaults().to_config("s").unwrap();
+        assert_eq!(
+            defaults.limits.client_events_per_second(),
+            None,
+            "no node-wide limit, no derived client limit"
+        );
     }
 
     #[test]

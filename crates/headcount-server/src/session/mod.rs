@@ -19,13 +19,14 @@ use crate::auth::{AuthError, Claims};
 use crate::conn::Conn;
 use crate::frames;
 use crate::hub::{Broadcast, Channel, ChannelKey, Hub, Member, MemberId};
-use crate::limits::Window;
 use crate::metrics::{Limit, Metrics};
 use crate::policy::Grants;
 use crate::ws::close_code;
 
 mod options;
+mod rates;
 pub use options::JoinOptions;
+use rates::{RATE_EVENTS, RATE_JOINS, RATE_PRESENCE, SocketRates, Verdict};
 
 /// What the driver must do after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +55,6 @@ struct Joined {
     /// What the member may do: everything on public channels, the policy's grants on private
     /// ones.
     grants: Grants,
-    /// This member's presence calls, for the per-channel client window.
-    presence_calls: Window,
 }
 
 /// The protocol state of one socket. Owned by the socket's reader task.
@@ -69,6 +68,8 @@ pub struct Session {
     channels: HashMap<Box<str>, Joined>,
     /// Whether this socket is counted in [`Hub::users`] (it is while it has a channel).
     counted_user: bool,
+    /// This socket's own rates (in front of the node's) and its client presence windows.
+    rates: SocketRates,
 }
 
 const JOIN_OK: &str = r#"{"postgres_changes":[]}"#;
@@ -77,6 +78,7 @@ impl Session {
     /// A session for a socket that connected with `connect_token`.
     pub fn new(hub: Arc<Hub>, conn: Arc<Conn>, connect_token: String) -> Session {
         Session {
+            rates: SocketRates::new(&hub.config.limits),
             hub,
             conn,
             connect_token,
@@ -176,8 +178,8 @@ impl Session {
         Flow::Continue
     }
 
-    /// A `phx_join`, checked in Supabase's order: users, joins per second, channels per
-    /// socket, token, then the policy of a private channel.
+    /// A `phx_join`, checked in Supabase's order: users, joins per second (this socket's, then
+    /// the node's), channels per socket, token, then the policy of a private channel.
     fn join(&mut self, m: &ClientMessage<'_>, now_ms: u64) -> Flow {
         let topic: &str = &m.topic;
         if !topic.starts_with("realtime:") {
@@ -213,13 +215,19 @@ impl Session {
             refuse(self, "ConnectionRateLimitReached: Too many connected users");
             return Flow::Continue;
         }
-        if !self.hub.joins.hit(now_ms) {
-            self.hub.metrics.refused(Limit::Joins);
-            refuse(
-                self,
-                "ClientJoinRateLimitReached: Too many joins per second",
-            );
-            return Flow::Close(close_code::GOING_AWAY, "Too many joins per second");
+        match self.rates.join(&self.hub, now_ms) {
+            Verdict::Allowed => {}
+            Verdict::OverClient => {
+                // Only this join is refused; the socket stays open, so a client joining many
+                // channels at once gets the rest in on realtime-js's rejoin (after 1 s)
+                // instead of reconnecting and rejoining everything, again and again.
+                refuse(self, RATE_JOINS);
+                return Flow::Continue;
+            }
+            Verdict::OverNode => {
+                refuse(self, RATE_JOINS);
+                return Flow::Close(close_code::GOING_AWAY, "Too many joins per second");
+            }
         }
         if self.channels.len() >= limits.max_channels_per_client {
             self.hub.metrics.refused(Limit::Channels);
@@ -294,7 +302,6 @@ impl Session {
                 self_broadcast: options.self_broadcast,
                 private: options.private,
                 grants,
-                presence_calls: Window::default(),
             },
         );
         self.channels_changed(now_ms);
@@ -326,11 +333,21 @@ impl Session {
             debug!(conn = self.conn.id, topic = %m.topic, "dropped a broadcast without write permission");
             return;
         }
-        if !self.hub.events.hit(now_ms) {
-            self.hub.metrics.refused(Limit::Events);
-            self.shut_down(&m.topic, "Too many messages per second", now_ms);
-            return;
+        let ack = joined.ack;
+        match self.rates.broadcast(&self.hub, now_ms) {
+            Verdict::Allowed => {}
+            // The flooder's channel closes, as at Supabase's rate limit.
+            Verdict::OverClient => return self.shut_down(&m.topic, RATE_EVENTS, now_ms),
+            Verdict::OverNode => {
+                // Others used the node's limit up: the message is dropped (an ack is told),
+                // and a flood never closes a bystander's channel.
+                if ack {
+                    self.reply_reason(&m.join_ref, &m.msg_ref, &m.topic, RATE_EVENTS);
+                }
+                return;
+            }
         }
+        let joined = &self.channels[&*m.topic];
         let (msg, size) = match &m.payload {
             Payload::Json(raw) => (Broadcast::Json(raw.get()), raw.get().len()),
             Payload::UserBroadcast(b) => (
@@ -374,16 +391,10 @@ impl Session {
             self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
             return;
         };
-        let limits = &self.hub.config.limits;
-        let (max_calls, window_ms) = (
-            limits.client_presence_max_calls,
-            limits.client_presence_window.as_millis() as u64,
-        );
-        let joined = self
-            .channels
-            .get_mut(&*m.topic)
-            .expect("the caller checked the topic");
-        if !joined.presence_calls.hit(now_ms, window_ms, max_calls) {
+        if !self
+            .rates
+            .presence_call(&self.hub.config.limits, &m.topic, now_ms)
+        {
             self.hub.metrics.refused(Limit::ClientPresence);
             self.shut_down(&m.topic, "Client presence rate limit exceeded", now_ms);
             return;
@@ -428,14 +439,17 @@ impl Session {
                     self.hub.metrics.refused(Limit::PayloadSize);
                     return self.shut_down(&m.topic, "Track message size exceeded", now_ms);
                 }
-                if !self.hub.presence_events.hit(now_ms) {
-                    self.hub.metrics.refused(Limit::PresenceEvents);
-                    return self.shut_down(
-                        &m.topic,
-                        "Too many presence messages per second",
-                        now_ms,
-                    );
+                match self.rates.track(&self.hub, now_ms) {
+                    Verdict::Allowed => {}
+                    Verdict::OverClient => return self.shut_down(&m.topic, RATE_PRESENCE, now_ms),
+                    Verdict::OverNode => {
+                        // Others used the node's limit up: this track is refused; the channel
+                        // and the member's current presence stay.
+                        let (jr, topic) = (&m.join_ref, &m.topic);
+                        return self.reply_reason(jr, &m.msg_ref, topic, RATE_PRESENCE);
+                    }
                 }
+                let joined = &self.channels[&*m.topic];
                 let reply = self.reply_frame(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
                 let phx_ref = self.hub.next_phx_ref(now_ms.saturating_mul(1_000_000));
                 joined.channel.track(
