@@ -71,6 +71,16 @@ pub struct Limits {
     pub client_presence_window: Duration,
     /// The largest broadcast or presence payload, in kilobytes of 1,000 bytes.
     pub max_payload_size_kb: usize,
+    /// The longest channel name (the topic without `realtime:`), in bytes, for joins and HTTP
+    /// broadcasts (`TopicNameTooLong: The topic name is too long`). Every frame to a member
+    /// carries the topic, and policy patterns are matched against it.
+    pub max_topic_bytes: usize,
+    /// Messages one `POST /api/broadcast` may carry (429 `Too many messages to broadcast,
+    /// please reduce the batch size`); Supabase's own default batch allowance is 100.
+    pub max_batch_messages: usize,
+    /// The largest `POST /api/broadcast` body, in bytes (413). Never below one largest
+    /// payload and its envelope, so a legal payload always fits.
+    pub max_batch_body_bytes: usize,
 }
 
 impl Default for Limits {
@@ -84,6 +94,9 @@ impl Default for Limits {
             client_presence_max_calls: 5,
             client_presence_window: Duration::from_secs(30),
             max_payload_size_kb: 3000,
+            max_topic_bytes: 1024,
+            max_batch_messages: 100,
+            max_batch_body_bytes: 5_000_000,
         }
     }
 }
