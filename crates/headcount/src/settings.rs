@@ -305,6 +305,30 @@ mod tests {
     }
 
     #[test]
+    fn the_topic_and_batch_limits_are_settings() {
+        let file: Settings = toml::from_str(
+            "max_topic_bytes = 64\nmax_batch_messages = 10\nmax_batch_body_bytes = 9000000\n",
+        )
+        .unwrap();
+        let config = file.or(&Settings::defaults()).to_config("secret").unwrap();
+        assert_eq!(
+            (
+                config.limits.max_topic_bytes,
+                config.limits.max_batch_messages,
+                config.limits.max_batch_body_bytes
+            ),
+            (64, 10, 9_000_000)
+        );
+        for zero in ["max_topic_bytes = 0", "max_batch_messages = 0"] {
+            let file: Settings = toml::from_str(zero).unwrap();
+            assert!(
+                file.or(&Settings::defaults()).to_config("secret").is_err(),
+                "{zero} would refuse every join or batch"
+            );
+        }
+    }
+
+    #[test]
     fn unknown_keys_are_errors() {
         assert!(toml::from_str::<Settings>("idle_timeot = 9").is_err());
     }
