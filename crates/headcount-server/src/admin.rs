@@ -259,8 +259,8 @@ async fn connections(
 /// or an `access_token` refresh. supabase-js connects with the anon key (no `sub`) and sends
 /// the signed-in user's token only there, so "disconnect a user" must look here too.
 ///
-/// At most [`PresentedSubs::MAX`] distinct values, the oldest dropped first: a socket joins at
-/// most `max_channels_per_client` channels, and only valid tokens are recorded.
+/// Only tokens that verified are recorded, and at most [`PresentedSubs::MAX`] distinct values
+/// (the oldest dropped first), so a socket cycling through tokens cannot grow it without bound.
 #[derive(Debug, Default)]
 pub struct PresentedSubs(std::sync::Mutex<Vec<Box<str>>>);
 
@@ -329,10 +329,10 @@ fn target(body: &[u8]) -> Option<Target> {
 
 /// `POST /admin/api/disconnect` with `{"conn": ID}` or `{"sub": "user-id"}`: closes those
 /// sockets with 1008 and [`DISCONNECT_REASON`]; answers `{"disconnected": N}`, the sockets this
-/// call closed. A user's sockets are those whose apikey, or any token presented in a join or a
-/// refresh, carries that `sub`. Clients
-/// reconnect by themselves, so this is a nudge (a stale client, a token to re-check); keeping a
-/// user out is the job of the keys and the policy.
+/// call closed (one already closing is not counted again). A user's sockets are those whose
+/// apikey, or any token presented in a join or a refresh, carries that `sub`. Clients reconnect
+/// by themselves, so this is a nudge (a stale client, a token to re-check); keeping a user out
+/// is the job of the keys and the policy.
 async fn disconnect(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
