@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use crate::api::{json_response, message, request_claims};
+use crate::conn::Conn;
 use crate::driver;
 use crate::hub::{ChannelKey, Hub};
 use crate::ws::close_code;
@@ -241,6 +242,7 @@ async fn connections(
                 "id": c.id,
                 "role": c.role,
                 "sub": c.sub,
+                "presented_subs": c.presented.list(),
                 "connected_at": c.connected_ms,
                 "serializer": c.serializer.vsn(),
                 "queued_bytes": c.queued_bytes(),
@@ -251,6 +253,56 @@ async fn connections(
         StatusCode::OK,
         json!({ "total": total, "connections": list }).to_string(),
     )
+}
+
+/// The `sub`s of the tokens a socket presented after its apikey: in a join's `access_token`
+/// or an `access_token` refresh. supabase-js connects with the anon key (no `sub`) and sends
+/// the signed-in user's token only there, so "disconnect a user" must look here too.
+///
+/// Only tokens that verified are recorded, and at most [`PresentedSubs::MAX`] distinct values
+/// (the oldest dropped first), so a socket cycling through tokens cannot grow it without bound.
+#[derive(Debug, Default)]
+pub struct PresentedSubs(std::sync::Mutex<Vec<Box<str>>>);
+
+impl PresentedSubs {
+    /// The distinct `sub`s kept per socket.
+    pub const MAX: usize = 32;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Box<str>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records the `sub` of a token the socket presented and that verified.
+    pub fn record(&self, sub: Option<&str>) {
+        let Some(sub) = sub.filter(|s| !s.is_empty()) else {
+            return;
+        };
+        let mut subs = self.lock();
+        if subs.iter().any(|s| &**s == sub) {
+            return;
+        }
+        if subs.len() == Self::MAX {
+            subs.remove(0);
+        }
+        subs.push(sub.into());
+    }
+
+    /// Whether the socket presented a token of `sub`.
+    pub fn contains(&self, sub: &str) -> bool {
+        self.lock().iter().any(|s| &**s == sub)
+    }
+
+    /// The recorded `sub`s, oldest first.
+    pub fn list(&self) -> Vec<String> {
+        self.lock().iter().map(|s| s.to_string()).collect()
+    }
+}
+
+/// Whether `conn` belongs to the user `sub`: its apikey's, or any token it presented since.
+fn belongs_to(conn: &Conn, sub: &str) -> bool {
+    conn.sub.as_deref() == Some(sub) || conn.presented.contains(sub)
 }
 
 /// Who to disconnect.
@@ -276,9 +328,11 @@ fn target(body: &[u8]) -> Option<Target> {
 }
 
 /// `POST /admin/api/disconnect` with `{"conn": ID}` or `{"sub": "user-id"}`: closes those
-/// sockets with 1008 and [`DISCONNECT_REASON`]; answers `{"disconnected": N}`. Clients
-/// reconnect by themselves, so this is a nudge (a stale client, a token to re-check); keeping a
-/// user out is the job of the keys and the policy.
+/// sockets with 1008 and [`DISCONNECT_REASON`]; answers `{"disconnected": N}`, the sockets this
+/// call closed (one already closing is not counted again). A user's sockets are those whose
+/// apikey, or any token presented in a join or a refresh, carries that `sub`. Clients reconnect
+/// by themselves, so this is a nudge (a stale client, a token to re-check); keeping a user out
+/// is the job of the keys and the policy.
 async fn disconnect(
     State(hub): State<Arc<Hub>>,
     headers: HeaderMap,
@@ -301,7 +355,7 @@ async fn disconnect(
             DISCONNECT_REASON,
         ),
         Target::Sub(sub) => hub.disconnect(
-            |c| c.sub.as_deref() == Some(sub.as_str()),
+            |c| belongs_to(c, sub),
             close_code::POLICY_VIOLATION,
             DISCONNECT_REASON,
         ),

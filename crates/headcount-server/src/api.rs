@@ -23,13 +23,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use headcount_protocol::Encoding;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use tracing::debug;
 
 use crate::auth::Claims;
 use crate::driver;
 use crate::hub::{Broadcast, ChannelKey, Hub};
 use crate::metrics::{Limit, Metrics};
+
+mod batch;
+use batch::{
+    BLANK, INVALID, Message, MessageLimits, RawBatch, Refusal, TOO_BIG, read_batch, topic_too_long,
+};
 
 /// Room above the payload limit for the rest of a request body (the batch envelope, topics,
 /// events): a payload just over the limit gets Supabase's 422, a body far over it a 413
@@ -235,110 +240,6 @@ fn json_broadcast(event: &str, payload: &str, id: &str) -> String {
     out
 }
 
-/// One message of a batch, before validation: every field optional, so that what is missing
-/// can be reported field by field, as Supabase's changeset does.
-#[derive(serde::Deserialize)]
-struct RawMessage<'a> {
-    #[serde(borrow, default)]
-    topic: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    event: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    payload: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    private: Option<&'a RawValue>,
-    #[serde(borrow, default)]
-    id: Option<&'a RawValue>,
-}
-
-#[derive(serde::Deserialize)]
-struct RawBatch<'a> {
-    #[serde(borrow, default)]
-    messages: Option<Vec<RawMessage<'a>>>,
-}
-
-/// A valid message of a batch.
-struct Message<'a> {
-    topic: String,
-    event: String,
-    payload: &'a str,
-    private: bool,
-    id: String,
-}
-
-const BLANK: &str = "can't be blank";
-const INVALID: &str = "is invalid";
-const TOO_BIG: &str = "Payload size exceeds tenant limit";
-
-/// A non-empty string field.
-fn required_string(
-    raw: Option<&RawValue>,
-    name: &str,
-    errors: &mut Map<String, Value>,
-) -> Option<String> {
-    let mut fail = |text: &str| {
-        errors.insert(name.to_owned(), json!([text]));
-        None
-    };
-    match raw.map(|r| serde_json::from_str::<Value>(r.get())) {
-        None | Some(Ok(Value::Null)) => fail(BLANK),
-        Some(Ok(Value::String(s))) if s.trim().is_empty() => fail(BLANK),
-        Some(Ok(Value::String(s))) => Some(s),
-        _ => fail(INVALID),
-    }
-}
-
-/// Checks one message of a batch; the errors go under the field names.
-fn validate<'a>(raw: &RawMessage<'a>, max_payload: usize) -> Result<Message<'a>, Value> {
-    let mut errors = Map::new();
-    let topic = required_string(raw.topic, "topic", &mut errors);
-    let event = required_string(raw.event, "event", &mut errors);
-    let payload = match raw.payload.map(RawValue::get) {
-        None | Some("null") => {
-            errors.insert("payload".into(), json!([BLANK]));
-            None
-        }
-        Some(p) if !p.starts_with('{') => {
-            errors.insert("payload".into(), json!([INVALID]));
-            None
-        }
-        Some(p) if p.len() > max_payload => {
-            errors.insert("payload".into(), json!([TOO_BIG]));
-            None
-        }
-        Some(p) => Some(p),
-    };
-    let private = match raw.private.map(RawValue::get) {
-        None | Some("null") | Some("false") => false,
-        Some("true") => true,
-        Some(_) => {
-            errors.insert("private".into(), json!([INVALID]));
-            false
-        }
-    };
-    let id = match raw.id.map(|r| serde_json::from_str::<Value>(r.get())) {
-        None | Some(Ok(Value::Null)) => Some(uuid::Uuid::new_v4().to_string()),
-        Some(Ok(Value::String(s))) => match uuid::Uuid::parse_str(&s) {
-            Ok(u) => Some(u.hyphenated().to_string()),
-            Err(_) => None,
-        },
-        _ => None,
-    };
-    if id.is_none() {
-        errors.insert("id".into(), json!([INVALID]));
-    }
-    match (topic, event, payload, id) {
-        (Some(topic), Some(event), Some(payload), Some(id)) if errors.is_empty() => Ok(Message {
-            topic,
-            event,
-            payload,
-            private,
-            id,
-        }),
-        _ => Err(Value::Object(errors)),
-    }
-}
-
 fn unprocessable(errors: Value) -> Response {
     json_response(
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -346,48 +247,66 @@ fn unprocessable(errors: Value) -> Response {
     )
 }
 
+fn too_many_messages() -> Response {
+    message(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many messages to broadcast, please reduce the batch size",
+    )
+}
+
 /// `POST /api/broadcast`: a batch of JSON messages, each to its own channel.
 ///
-/// 202 (empty) when accepted; 401 without a valid token; 400 when the body is not JSON; 422
-/// with `{"errors":{"messages":[{field: [reason]}, ...]}}` (one object per message, empty for
-/// valid ones) when any message is invalid, and then nothing is sent; 429 when the client's
-/// or the node's events per second would be exceeded. Private messages the token may not write are skipped.
+/// 202 (empty) when accepted; 401 without a valid token; 413 for a body over the batch body
+/// limit; 400 when the body is not JSON; 429 `Too many messages to broadcast, please reduce the
+/// batch size` for more messages than the batch limit (or than the client's or the node's events per second);
+/// 422 with `{"errors":{"messages":[{field: [reason]}, ...]}}` (one object per message, empty
+/// for valid ones, up to the 100th invalid one) when any message is invalid, and then nothing
+/// is sent; 429 `You have exceeded your rate limit` when the client's or the node's events per second are used
+/// up. Private messages the token may not write are skipped.
+///
+/// The cost is linear in the body and small: the body, the valid messages read so far (at
+/// most the batch limit of them, their payloads borrowed from the body), at most 100 small
+/// error records, and one outgoing message at a time.
 async fn batch(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Body) -> Response {
     let Some(claims) = request_claims(&hub, &headers) else {
         return unauthorized();
     };
-    let max_payload = hub.config.limits.max_payload_bytes();
-    let limit = hub
-        .config
-        .max_message_size
-        .max(max_payload.saturating_add(BODY_SLACK));
-    let Some(body) = read_body(body, limit).await else {
+    let config = &hub.config.limits;
+    let limits = MessageLimits {
+        max_payload: config.max_payload_bytes(),
+        max_topic: config.max_topic_bytes,
+    };
+    let body_limit = config
+        .max_batch_body_bytes
+        .max(limits.max_payload.saturating_add(BODY_SLACK));
+    let Some(body) = read_body(body, body_limit).await else {
         return too_large();
     };
     let Ok(parsed) = serde_json::from_slice::<RawBatch<'_>>(&body) else {
         return bad_json();
     };
-    let raw = match parsed.messages {
-        Some(m) if !m.is_empty() => m,
-        _ => return unprocessable(json!({ "messages": [BLANK] })),
+    let Some(raw) = parsed.messages.filter(|m| m.get() != "null") else {
+        return unprocessable(json!({ "messages": [BLANK] }));
     };
-    let results: Vec<_> = raw.iter().map(|m| validate(m, max_payload)).collect();
-    if results.iter().any(Result::is_err) {
-        if results
-            .iter()
-            .any(|r| matches!(r, Err(e) if e.get("payload") == Some(&json!([TOO_BIG]))))
-        {
-            hub.metrics.refused(Limit::PayloadSize);
+    let messages = match read_batch(raw, config.max_batch_messages, limits) {
+        Ok(messages) if messages.is_empty() => {
+            return unprocessable(json!({ "messages": [BLANK] }));
         }
-        let per_message: Vec<Value> = results
-            .into_iter()
-            .map(|r| r.err().unwrap_or_else(|| json!({})))
-            .collect();
-        return unprocessable(json!({ "messages": per_message }));
-    }
-    let messages: Vec<Message<'_>> = results
+        Ok(messages) => messages,
+        Err(Refusal::TooMany) => {
+            hub.metrics.refused(Limit::Events);
+            return too_many_messages();
+        }
+        Err(Refusal::Shape) => return unprocessable(json!({ "messages": [INVALID] })),
+        Err(Refusal::Invalid(reports)) => {
+            if reports.payload_too_big() {
+                hub.metrics.refused(Limit::PayloadSize);
+            }
+            return json_response(StatusCode::UNPROCESSABLE_ENTITY, reports.body());
+        }
+    };
+    let messages: Vec<Message<'_>> = messages
         .into_iter()
-        .filter_map(Result::ok)
         .filter(|m| {
             let allowed = may_write(&hub, &m.topic, m.private, &claims);
             if !allowed {
@@ -396,20 +315,16 @@ async fn batch(State(hub): State<Arc<Hub>>, headers: HeaderMap, body: Body) -> R
             allowed
         })
         .collect();
-    let limits = &hub.config.limits;
     let most = match (
-        limits.max_events_per_second,
-        limits.client_events_per_second(),
+        config.max_events_per_second,
+        config.client_events_per_second(),
     ) {
         (Some(node), Some(client)) => Some(node.min(client)),
         (node, client) => node.or(client),
     };
     if most.is_some_and(|max| messages.len() > max as usize) {
         hub.metrics.refused(Limit::Events);
-        return message(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many messages to broadcast, please reduce the batch size",
-        );
+        return too_many_messages();
     }
     if !take_events(&hub, client_of(&claims, &headers), messages.len()) {
         return rate_limited();
@@ -449,8 +364,9 @@ fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
 ///
 /// 202 (empty) when accepted; 401 without a valid token; 415 for a body that is neither
 /// `application/json` nor `application/octet-stream`; 400 for JSON that does not parse; 422
-/// above the payload limit; 403 for a private channel the token may not write; 429 when the
-/// client's or the node's events per second are exceeded. JSON goes out as a text broadcast with a
+/// above the payload limit or for a topic over the topic limit; 403 for a private channel the
+/// token may not write; 429 when the client's or the node's events per second are exceeded.
+/// JSON goes out as a text broadcast with a
 /// `meta.id`; bytes as a binary user broadcast, which only 2.0.0 members can receive.
 async fn single(
     State(hub): State<Arc<Hub>>,
@@ -469,6 +385,10 @@ async fn single(
                 .to_string(),
         );
     };
+    let max_topic = hub.config.limits.max_topic_bytes;
+    if topic.len() > max_topic {
+        return unprocessable(json!({ "topic": [topic_too_long(max_topic)] }));
+    }
     let private = query
         .as_deref()
         .is_some_and(|q| q.split('&').any(|pair| pair == "private=true"));
@@ -519,10 +439,6 @@ fn unauthorized_private() -> Response {
 mod tests {
     use super::*;
 
-    fn raw(text: &str) -> RawBatch<'_> {
-        serde_json::from_str(text).unwrap()
-    }
-
     #[test]
     fn the_delivered_json_escapes_the_event_and_keeps_the_payload_bytes() {
         let out = json_broadcast("a\"b", r#"{"x": 1}"#, "id-1");
@@ -532,54 +448,6 @@ mod tests {
         );
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["event"], "a\"b");
-    }
-
-    #[test]
-    fn validation_reports_each_field_as_supabase_does() {
-        let b = raw(
-            r#"{"messages":[{"payload":{}},{"topic":"t","event":"e","payload":[1]},{"topic":1,"event":"","payload":null,"private":"yes","id":"nope"}]}"#,
-        );
-        let errs: Vec<Value> = b
-            .messages
-            .unwrap()
-            .iter()
-            .map(|m| validate(m, 100).err().unwrap())
-            .collect();
-        assert_eq!(
-            errs,
-            vec![
-                json!({"topic": [BLANK], "event": [BLANK]}),
-                json!({"payload": [INVALID]}),
-                json!({"topic": [INVALID], "event": [BLANK], "payload": [BLANK], "private": [INVALID], "id": [INVALID]}),
-            ]
-        );
-    }
-
-    #[test]
-    fn a_valid_message_keeps_its_id_or_gets_one() {
-        let b = raw(
-            r#"{"messages":[{"topic":"t","event":"e","payload":{"a":1},"private":true,"id":"6F9619FF-8B86-D011-B42D-00CF4FC964FF"},{"topic":"t","event":"e","payload":{}}]}"#,
-        );
-        let m = b.messages.unwrap();
-        let first = validate(&m[0], 100).ok().unwrap();
-        assert_eq!(
-            (first.private, first.id.as_str(), first.payload),
-            (true, "6f9619ff-8b86-d011-b42d-00cf4fc964ff", r#"{"a":1}"#)
-        );
-        let second = validate(&m[1], 100).ok().unwrap();
-        assert!(uuid::Uuid::parse_str(&second.id).is_ok());
-        assert!(!second.private);
-    }
-
-    #[test]
-    fn the_payload_limit_is_in_bytes_of_json() {
-        let b = raw(r#"{"messages":[{"topic":"t","event":"e","payload":{"k":"0123456789"}}]}"#);
-        let m = b.messages.unwrap();
-        assert!(validate(&m[0], 18).is_ok());
-        assert_eq!(
-            validate(&m[0], 17).err().unwrap(),
-            json!({"payload": [TOO_BIG]})
-        );
     }
 
     #[test]

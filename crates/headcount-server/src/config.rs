@@ -81,6 +81,16 @@ pub struct Limits {
     /// Presence tracks per second one socket may make (`Too many presence messages per
     /// second`). `None`: derived, see [`Limits::client_presence_events_per_second`].
     pub max_client_presence_events_per_second: Option<u32>,
+    /// The longest channel name (the topic without `realtime:`), in bytes, for joins and HTTP
+    /// broadcasts (`TopicNameTooLong: The topic name is too long`). Every frame to a member
+    /// carries the topic, and policy patterns are matched against it.
+    pub max_topic_bytes: usize,
+    /// Messages one `POST /api/broadcast` may carry (429 `Too many messages to broadcast,
+    /// please reduce the batch size`); Supabase's own default batch allowance is 100.
+    pub max_batch_messages: usize,
+    /// The largest `POST /api/broadcast` body, in bytes (413). Never below one largest
+    /// payload and its envelope, so a legal payload always fits.
+    pub max_batch_body_bytes: usize,
 }
 
 /// A client's share of a node-wide rate when none is configured: a quarter of it (at least
@@ -104,6 +114,9 @@ impl Default for Limits {
             max_client_joins_per_second: None,
             max_client_events_per_second: None,
             max_client_presence_events_per_second: None,
+            max_topic_bytes: 1024,
+            max_batch_messages: 100,
+            max_batch_body_bytes: 5_000_000,
         }
     }
 }

@@ -72,6 +72,9 @@ pub struct Conn {
     pub role: String,
     /// The `sub` of that apikey, if any (for the admin API's "disconnect a user").
     pub sub: Option<String>,
+    /// The `sub`s of the tokens presented since (joins, refreshes): supabase-js connects with
+    /// the anon key and sends the user's token in the join. Written by the session.
+    pub presented: crate::admin::PresentedSubs,
     /// When the socket connected (Unix milliseconds).
     pub connected_ms: u64,
     /// The hub's counters, when the connection belongs to a hub.
@@ -106,6 +109,7 @@ impl Conn {
             serializer,
             role: String::new(),
             sub: None,
+            presented: crate::admin::PresentedSubs::default(),
             connected_ms: now_ms,
             metrics: None,
             outbox: Mutex::new(Outbox {
@@ -181,16 +185,18 @@ impl Conn {
         true
     }
 
-    /// Queues a close frame after whatever is queued, then accepts nothing more.
-    pub fn close(&self, code: u16, reason: &str) {
+    /// Queues a close frame after whatever is queued, then accepts nothing more. `false` when
+    /// the connection was already closing (nothing was done).
+    pub fn close(&self, code: u16, reason: &str) -> bool {
         let mut out = self.lock();
         if out.state != State::Open {
-            return;
+            return false;
         }
         out.frames.push_back(ws::encode_close(code, reason));
         out.state = State::Closing;
         drop(out);
         self.wake_all();
+        true
     }
 
     /// Lets the writer finish what is queued, without a close frame (the peer is gone or has

@@ -196,8 +196,8 @@ impl Hub {
     pub fn disconnect(&self, select: impl Fn(&Conn) -> bool, code: u16, reason: &str) -> usize {
         let mut n = 0;
         for conn in self.conns() {
-            if select(&conn) {
-                conn.close(code, reason);
+            // Only sockets this call closes count: one already on its way out is not news.
+            if select(&conn) && conn.close(code, reason) {
                 n += 1;
             }
         }

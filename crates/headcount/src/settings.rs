@@ -102,6 +102,17 @@ pub struct Settings {
     /// The largest broadcast or tracked payload, in kilobytes of 1,000 bytes [default: 3000].
     #[arg(long, env = "HEADCOUNT_MAX_PAYLOAD_SIZE_KB", value_name = "KB")]
     pub max_payload_size_kb: Option<usize>,
+    /// The longest channel name (without `realtime:`) a join or HTTP broadcast may use, in
+    /// bytes [default: 1024].
+    #[arg(long, env = "HEADCOUNT_MAX_TOPIC_BYTES", value_name = "BYTES")]
+    pub max_topic_bytes: Option<usize>,
+    /// Messages one HTTP batch broadcast may carry [default: 100].
+    #[arg(long, env = "HEADCOUNT_MAX_BATCH_MESSAGES")]
+    pub max_batch_messages: Option<usize>,
+    /// The largest HTTP batch broadcast body, in bytes (never below the payload limit plus
+    /// 64 KiB) [default: 5000000].
+    #[arg(long, env = "HEADCOUNT_MAX_BATCH_BODY_BYTES", value_name = "BYTES")]
+    pub max_batch_body_bytes: Option<usize>,
     /// Merge the presence diffs of a busy channel over this many milliseconds (0: send each at
     /// once) [default: 50].
     #[arg(
@@ -154,6 +165,7 @@ impl Settings {
             max_client_presence_events_per_second,
             client_presence_max_calls, client_presence_window, max_payload_size_kb, presence_window_ms, redis_url,
             node_timeout, log_format);
+        merge!(self, lower: max_topic_bytes, max_batch_messages, max_batch_body_bytes);
         self
     }
 
@@ -192,6 +204,9 @@ impl Settings {
             client_presence_max_calls: Some(limits.client_presence_max_calls),
             client_presence_window: Some(limits.client_presence_window.as_secs()),
             max_payload_size_kb: Some(limits.max_payload_size_kb),
+            max_topic_bytes: Some(limits.max_topic_bytes),
+            max_batch_messages: Some(limits.max_batch_messages),
+            max_batch_body_bytes: Some(limits.max_batch_body_bytes),
             presence_window_ms: Some(50),
             redis_url: None,
             node_timeout: Some(10),
@@ -252,9 +267,15 @@ impl Settings {
             max_client_presence_events_per_second: off_if_zero(
                 self.max_client_presence_events_per_second,
             ),
+            max_topic_bytes: self.max_topic_bytes.expect("complete settings"),
+            max_batch_messages: self.max_batch_messages.expect("complete settings"),
+            max_batch_body_bytes: self.max_batch_body_bytes.expect("complete settings"),
         };
         config.presence_window =
             Duration::from_millis(self.presence_window_ms.expect("complete settings"));
+        if config.limits.max_topic_bytes == 0 || config.limits.max_batch_messages == 0 {
+            bail!("max_topic_bytes and max_batch_messages must be at least 1");
+        }
         if config.max_message_size < config.max_frame_size {
             bail!(
                 "max_message_size ({}) is below max_frame_size ({})",
@@ -329,6 +350,30 @@ mod tests {
             None,
             "no node-wide limit, no derived client limit"
         );
+    }
+
+    #[test]
+    fn the_topic_and_batch_limits_are_settings() {
+        let file: Settings = toml::from_str(
+            "max_topic_bytes = 64\nmax_batch_messages = 10\nmax_batch_body_bytes = 9000000\n",
+        )
+        .unwrap();
+        let config = file.or(&Settings::defaults()).to_config("secret").unwrap();
+        assert_eq!(
+            (
+                config.limits.max_topic_bytes,
+                config.limits.max_batch_messages,
+                config.limits.max_batch_body_bytes
+            ),
+            (64, 10, 9_000_000)
+        );
+        for zero in ["max_topic_bytes = 0", "max_batch_messages = 0"] {
+            let file: Settings = toml::from_str(zero).unwrap();
+            assert!(
+                file.or(&Settings::defaults()).to_config("secret").is_err(),
+                "{zero} would refuse every join or batch"
+            );
+        }
     }
 
     #[test]

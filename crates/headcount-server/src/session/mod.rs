@@ -74,6 +74,10 @@ pub struct Session {
 
 const JOIN_OK: &str = r#"{"postgres_changes":[]}"#;
 
+/// The join reason for a channel name over `max_topic_bytes` (Supabase has no such limit, so
+/// the code and message follow its `TopicNameRequired` style).
+pub const TOPIC_TOO_LONG: &str = "TopicNameTooLong: The topic name is too long";
+
 impl Session {
     /// A session for a socket that connected with `connect_token`.
     pub fn new(hub: Arc<Hub>, conn: Arc<Conn>, connect_token: String) -> Session {
@@ -206,6 +210,10 @@ impl Session {
             refuse(self, "TopicNameRequired: You must provide a topic name");
             return Flow::Continue;
         }
+        if topic.len() - "realtime:".len() > self.hub.config.limits.max_topic_bytes {
+            refuse(self, TOPIC_TOO_LONG);
+            return Flow::Continue;
+        }
         let limits = &self.hub.config.limits;
         if let Some(max) = limits.max_concurrent_users
             && !self.counted_user
@@ -251,6 +259,7 @@ impl Session {
                 return Flow::Continue;
             }
         };
+        self.conn.presented.record(claims.sub.as_deref());
         let sub_topic = &topic["realtime:".len()..];
         let grants = if options.private {
             let grants = self.hub.config.policy.evaluate(sub_topic, &claims);
@@ -495,6 +504,7 @@ impl Session {
             Ok(claims) => claims,
             Err(e) => return self.shut_down(&m.topic, &e.to_string(), now_ms),
         };
+        self.conn.presented.record(claims.sub.as_deref());
         let sub_topic = m.topic.strip_prefix("realtime:").unwrap_or(&m.topic);
         let grants = if joined.private {
             self.hub.config.policy.evaluate(sub_topic, &claims)
