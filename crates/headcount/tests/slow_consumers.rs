@@ -233,3 +233,55 @@ async fn presence_updates_of_0_6_to_2_9_mb_cut_no_member() {
     );
     assert_eq!(slow_cuts(&server).await, 0, "nobody was cut");
 }
+
+/// Runs `headcount serve` with `args`; returns its exit status and stderr, or `None` if it was
+/// still running (it started) after [`WAIT`].
+fn serve_exit(args: &[&str]) -> Option<(bool, String)> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(headcount_testkit::process::binary())
+        .arg("serve")
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            headcount_testkit::SECRET,
+        ])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run headcount");
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            return Some((status.success(), err));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn an_outbox_cap_below_a_legal_message_is_refused_at_start() {
+    // The largest legal message is max_message_size (5,000,000 B); plus 64 KiB of envelope.
+    let need = 5_000_000 + 64 * 1024;
+    let (ok, err) = serve_exit(&["--outbox-hard-limit", &(need - 1).to_string()])
+        .expect("a server with a cap below a legal message does not start");
+    assert!(!ok);
+    assert!(
+        err.contains("outbox_hard_limit (5065535) must be at least 5065536"),
+        "{err}"
+    );
+    // N: it starts (and listens).
+    let server = ServerProcess::start_with(&["--outbox-hard-limit", &need.to_string()]);
+    assert!(server.pid().is_some());
+}
