@@ -31,9 +31,24 @@ pub struct Config {
     pub max_frame_size: usize,
     /// The largest WebSocket message (all fragments together) accepted from a client.
     pub max_message_size: usize,
-    /// The most bytes a connection may have queued for sending before it is disconnected as a
-    /// slow consumer.
+    /// Bytes waiting to be sent that make a connection a slow consumer when its writer writes
+    /// nothing for a whole `tick` (it is then disconnected). A fast reader is never cut by it,
+    /// whatever the sizes of the frames.
     pub outbox_limit: usize,
+    /// Bytes that may wait behind the frame a connection's writer takes next, whatever its
+    /// progress; reaching it disconnects at once. Must hold the largest frame a legal message
+    /// makes ([`Config::check_outbox`]).
+    pub outbox_hard_limit: usize,
+    /// A client message (its fragments, or one frame) must arrive completely within this time
+    /// of its first bytes, or the socket is closed (1008, `message incomplete for too long`).
+    pub incomplete_message_timeout: Duration,
+    /// Bytes of partially received messages, across every socket of the node. A new large
+    /// message that would pass it closes its socket (1013, `server busy: input buffer full`).
+    pub max_buffered_input: usize,
+    /// The longest `config.presence.key` accepted in a join, in bytes.
+    pub max_presence_key_length: usize,
+    /// Bytes of tracked presence (keys and payloads) one socket may hold across its channels.
+    pub max_presence_bytes_per_client: usize,
     /// How long the HTTP layer waits for a request's headers.
     pub header_read_timeout: Duration,
     /// On shutdown, how long to wait for connections to finish after telling them to go.
@@ -165,11 +180,56 @@ impl Config {
             max_frame_size: 5_000_000,
             max_message_size: 5_000_000,
             outbox_limit: 1 << 20,
+            outbox_hard_limit: 64 << 20,
+            incomplete_message_timeout: Duration::from_secs(30),
+            max_buffered_input: 256 << 20,
+            max_presence_key_length: 1024,
+            max_presence_bytes_per_client: 10_000_000,
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(5),
             limits: Limits::default(),
             presence_window: Duration::from_millis(50),
             anon_key: None,
         }
+    }
+}
+
+/// Room for the envelope of a relayed message (topic, event, refs, WebSocket header) beyond its
+/// payload, when checking that a legal message fits the outbox.
+pub const ENVELOPE_SLACK: usize = 64 * 1024;
+
+/// A configuration that would cut healthy members or cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The hard outbox cap cannot hold one legal message behind another.
+    #[error(
+        "outbox_hard_limit ({hard}) must be at least {need} bytes: the largest legal message \
+         (max_message_size or max_payload_size_kb, whichever is larger) plus 64 KiB of envelope, \
+         and at least outbox_limit"
+    )]
+    OutboxTooSmall {
+        /// The configured cap.
+        hard: usize,
+        /// The smallest cap that works.
+        need: usize,
+    },
+}
+
+impl Config {
+    /// Refuses an outbox cap below what a legal message needs, so no limit an app reaches by
+    /// design (a 3,000 kB payload) can disconnect a member who did nothing wrong.
+    pub fn check_outbox(&self) -> Result<(), ConfigError> {
+        let need = self
+            .max_message_size
+            .max(self.limits.max_payload_bytes())
+            .saturating_add(ENVELOPE_SLACK)
+            .max(self.outbox_limit);
+        if self.outbox_hard_limit < need {
+            return Err(ConfigError::OutboxTooSmall {
+                hard: self.outbox_hard_limit,
+                need,
+            });
+        }
+        Ok(())
     }
 }

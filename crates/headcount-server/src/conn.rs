@@ -4,6 +4,17 @@
 //! socket's writer task drains the outbox and writes everything queued at once. The outbox is
 //! bounded in bytes: a consumer too slow to keep up is disconnected instead of making the
 //! server buffer without limit or slowing the channel down for everyone else.
+//!
+//! "Too slow" means the writer makes no progress, not that a large frame is in flight. Two
+//! rules, both O(1) and without a clock on the push path:
+//!
+//! * **stall** (`limit`): the shared timer calls [`Conn::check_progress`] once per tick; a
+//!   socket with at least `limit` bytes waiting at two ticks in a row, and not one byte written
+//!   in between, is cut. A fast reader always makes progress, whatever the sizes.
+//! * **hard cap** (`hard_limit`): whatever the writer does, the bytes waiting *behind* the
+//!   oldest waiting frame never reach `hard_limit`, so memory stays bounded between two ticks.
+//!   The oldest frame is exempt: it is the next one the writer takes, and one legal frame of any
+//!   size (a 3 MB broadcast, a large `presence_state`) must never cost anyone the connection.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -28,6 +39,8 @@ pub mod signal {
     pub const STOP: u8 = 4;
     /// The socket has had no channel joined for too long.
     pub const UNJOINED: u8 = 8;
+    /// A client message has been incomplete for too long.
+    pub const INCOMPLETE: u8 = 16;
 }
 
 /// The outbox's state. Owned by [`Conn::outbox`]'s mutex.
@@ -46,6 +59,19 @@ struct Outbox {
     frames: VecDeque<Bytes>,
     bytes: usize,
     state: State,
+    /// [`Conn::written`] as the last progress check saw it.
+    seen_written: u64,
+    /// Whether the last progress check saw at least `limit` bytes waiting.
+    was_backlogged: bool,
+}
+
+/// Why a connection was cut as a slow consumer (for the log).
+#[derive(Debug, Clone, Copy)]
+enum Slow {
+    /// `limit` bytes waited for a whole tick without the writer writing a byte.
+    Stalled,
+    /// The bytes behind the oldest waiting frame reached `hard_limit`.
+    HardCap,
 }
 
 /// What the writer should do next.
@@ -82,8 +108,12 @@ pub struct Conn {
     /// Frames waiting for the writer. Pushed by channels and the session, drained by the
     /// writer task; the lock is held only to move frames in or out.
     outbox: Mutex<Outbox>,
-    /// The most bytes `outbox` may hold.
+    /// Bytes waiting that, left unwritten for a whole tick, make this a slow consumer.
     limit: usize,
+    /// The bytes waiting behind the oldest waiting frame never reach this.
+    hard_limit: usize,
+    /// Bytes the writer has written so far: its progress, read by [`Conn::check_progress`].
+    written: AtomicU64,
     /// Wakes the writer task when the outbox stops being empty or the state changes.
     pub writer_wake: Notify,
     /// Wakes the reader task when a [`signal`] is raised.
@@ -99,10 +129,14 @@ pub struct Conn {
     /// Since when the socket has had no channel joined (Unix milliseconds; 0 while it has
     /// one); written by the session, read by the shared timer.
     pub unjoined_since_ms: AtomicU64,
+    /// Since when the client's current message has been incomplete (Unix milliseconds; 0
+    /// while none is); written by the reader, read by the shared timer.
+    pub incomplete_since_ms: AtomicU64,
 }
 
 impl Conn {
-    /// A new connection whose outbox holds at most `limit` bytes.
+    /// A new connection cut as a slow consumer when `limit` bytes wait without progress for a
+    /// tick. Its hard cap is 64 times `limit` until [`Conn::with_hard_limit`] says otherwise.
     pub fn new(id: ConnId, serializer: Serializer, limit: usize, now_ms: u64) -> Conn {
         Conn {
             id,
@@ -116,14 +150,19 @@ impl Conn {
                 frames: VecDeque::new(),
                 bytes: 0,
                 state: State::Open,
+                seen_written: 0,
+                was_backlogged: false,
             }),
             limit,
+            hard_limit: limit.saturating_mul(64),
+            written: AtomicU64::new(0),
             writer_wake: Notify::new(),
             reader_wake: Notify::new(),
             signals: AtomicU8::new(0),
             last_seen_ms: AtomicU64::new(now_ms),
             token_deadline_ms: AtomicU64::new(u64::MAX),
             unjoined_since_ms: AtomicU64::new(now_ms.max(1)),
+            incomplete_since_ms: AtomicU64::new(0),
         }
     }
 
@@ -139,6 +178,12 @@ impl Conn {
         self
     }
 
+    /// The same connection, with this hard cap on the bytes behind the oldest waiting frame.
+    pub fn with_hard_limit(mut self, hard_limit: usize) -> Conn {
+        self.hard_limit = hard_limit;
+        self
+    }
+
     /// The same connection, with the identity of its apikey.
     pub fn with_identity(mut self, role: String, sub: Option<String>) -> Conn {
         self.role = role;
@@ -147,32 +192,18 @@ impl Conn {
     }
 
     /// Queues a complete WebSocket frame. Returns `false` if the connection no longer accepts
-    /// frames. A frame that finds `limit` bytes or more already waiting overflows the outbox
-    /// and aborts the connection; below that, a frame of any size is accepted, so one large
-    /// message never costs a healthy subscriber its connection. A connection therefore holds at
-    /// most `limit` plus one frame in its queue, and one such batch in its writer.
+    /// frames. A frame that finds `hard_limit` bytes or more waiting behind the oldest waiting
+    /// frame aborts the connection; below that, a frame of any size is accepted. A connection
+    /// therefore holds at most one frame plus `hard_limit` plus one frame in its queue, and one
+    /// such batch in its writer. The slower rule (no progress) is [`Conn::check_progress`].
     pub fn push(&self, frame: Bytes) -> bool {
         let mut out = self.lock();
         if out.state != State::Open {
             return false;
         }
-        if out.bytes >= self.limit {
-            let (queued, frames) = (out.bytes, out.frames.len());
-            if let Some(m) = &self.metrics {
-                crate::metrics::Metrics::inc(&m.slow_consumer_disconnects_total);
-            }
-            out.frames.clear();
-            out.bytes = 0;
-            out.state = State::Aborted;
-            drop(out);
-            tracing::info!(
-                conn = self.id,
-                limit = self.limit,
-                queued,
-                frames,
-                "outbox overflow: disconnecting a slow consumer"
-            );
-            self.wake_all();
+        let head = out.frames.front().map_or(0, Bytes::len);
+        if out.bytes - head >= self.hard_limit {
+            self.cut(out, Slow::HardCap);
             return false;
         }
         let was_empty = out.frames.is_empty();
@@ -183,6 +214,52 @@ impl Conn {
             self.writer_wake.notify_one();
         }
         true
+    }
+
+    /// Cuts a slow consumer: drops what is queued and stops both tasks.
+    fn cut(&self, mut out: std::sync::MutexGuard<'_, Outbox>, why: Slow) {
+        let (queued, frames) = (out.bytes, out.frames.len());
+        if let Some(m) = &self.metrics {
+            crate::metrics::Metrics::inc(&m.slow_consumer_disconnects_total);
+        }
+        out.frames.clear();
+        out.bytes = 0;
+        out.state = State::Aborted;
+        drop(out);
+        tracing::info!(
+            conn = self.id,
+            limit = self.limit,
+            hard_limit = self.hard_limit,
+            queued,
+            frames,
+            ?why,
+            "disconnecting a slow consumer"
+        );
+        self.wake_all();
+    }
+
+    /// Records that the writer wrote `n` more bytes (its progress).
+    pub fn wrote(&self, n: usize) {
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Called by the shared timer once per tick: cuts the connection if at least `limit` bytes
+    /// were waiting at this check and the last one, and the writer wrote nothing in between
+    /// (the peer stopped reading). Returns whether it cut.
+    pub fn check_progress(&self) -> bool {
+        let written = self.written.load(Ordering::Relaxed);
+        let mut out = self.lock();
+        if out.state == State::Aborted {
+            return false;
+        }
+        let backlogged = out.bytes >= self.limit;
+        if backlogged && out.was_backlogged && written == out.seen_written {
+            self.cut(out, Slow::Stalled);
+            return true;
+        }
+        out.was_backlogged = backlogged;
+        out.seen_written = written;
+        false
     }
 
     /// Queues a close frame after whatever is queued, then accepts nothing more. `false` when
@@ -291,17 +368,21 @@ mod tests {
     }
 
     #[test]
-    fn overflow_at_the_byte_limit_aborts() {
-        let c = Conn::new(1, Serializer::V2, 100, 0);
+    fn the_hard_cap_counts_what_waits_behind_the_oldest_frame() {
+        let c = Conn::new(1, Serializer::V2, 10, 0).with_hard_limit(100);
+        assert!(c.push(frame(5000)), "one frame of any size is accepted");
         assert!(c.push(frame(60)));
-        assert!(c.push(frame(39)), "99 bytes waiting: below the limit");
+        assert!(
+            c.push(frame(39)),
+            "99 bytes behind the oldest: below the cap"
+        );
         assert!(
             c.push(frame(500)),
-            "a large frame is accepted below the limit"
+            "a large frame is accepted below the cap"
         );
         assert!(
             !c.push(frame(1)),
-            "599 bytes waiting: over the limit, the next frame overflows"
+            "599 bytes behind the oldest: the next frame overflows"
         );
         assert_eq!(c.take_batch(&mut Vec::new()), Batch::Abort);
         assert!(!c.push(frame(1)));
@@ -310,13 +391,52 @@ mod tests {
 
     #[test]
     fn a_drained_outbox_has_room_again() {
-        let c = Conn::new(1, Serializer::V2, 100, 0);
+        let c = Conn::new(1, Serializer::V2, 10, 0).with_hard_limit(100);
+        assert!(c.push(frame(1)));
         assert!(c.push(frame(100)));
         assert!(!c.push(frame(1)));
-        let c = Conn::new(1, Serializer::V2, 100, 0);
+        let c = Conn::new(1, Serializer::V2, 10, 0).with_hard_limit(100);
+        assert!(c.push(frame(1)));
         assert!(c.push(frame(100)));
         c.take_batch(&mut Vec::new());
+        assert!(c.push(frame(1)));
         assert!(c.push(frame(100)));
+    }
+
+    #[test]
+    fn a_backlog_without_progress_for_a_tick_is_cut() {
+        let c = Conn::new(1, Serializer::V2, 100, 0);
+        assert!(c.push(frame(100)));
+        assert!(!c.check_progress(), "the first check only starts the clock");
+        c.wrote(10);
+        assert!(!c.check_progress(), "the writer made progress");
+        assert!(
+            c.check_progress(),
+            "a whole tick backlogged without a byte written"
+        );
+        assert_eq!(c.take_batch(&mut Vec::new()), Batch::Abort);
+    }
+
+    #[test]
+    fn a_backlog_that_appears_between_ticks_gets_a_whole_tick() {
+        let c = Conn::new(1, Serializer::V2, 100, 0);
+        assert!(
+            !c.check_progress(),
+            "idle: nothing written, nothing waiting"
+        );
+        assert!(c.push(frame(99)));
+        assert!(!c.check_progress(), "below the limit");
+        assert!(c.push(frame(1)));
+        assert!(!c.check_progress(), "backlogged, but only since this tick");
+        let mut batch = Vec::new();
+        assert_eq!(c.take_batch(&mut batch), Batch::Write);
+        c.wrote(100);
+        assert!(c.push(frame(200)));
+        assert!(
+            !c.check_progress(),
+            "backlogged again, but the writer wrote"
+        );
+        assert!(c.is_open());
     }
 
     #[test]

@@ -87,7 +87,8 @@ pub async fn run<R, W>(
 {
     hub.add_conn(conn.clone());
     let writer = tokio::spawn(write_loop(conn.clone(), hub.metrics.clone(), write));
-    let mut reader = WsReader::new(1024, hub.config.max_frame_size, hub.config.max_message_size);
+    let mut reader = WsReader::new(1024, hub.config.max_frame_size, hub.config.max_message_size)
+        .with_budget(hub.input_budget.clone());
     reader.push_prefix(&prefix);
     // The prefix is a slice of the HTTP layer's read buffer: letting it go now frees that whole
     // buffer, instead of keeping it alive as long as the connection.
@@ -108,6 +109,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
     mut read: R,
     reader: &mut WsReader,
 ) {
+    // The clock of the client's incomplete message: (since when, data messages completed then).
+    let mut incomplete: (u64, u64) = (0, 0);
     loop {
         loop {
             match reader.next_message() {
@@ -133,12 +136,21 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     if e == WsError::TooBig {
                         hub.metrics.refused(Limit::FrameSize);
                     }
+                    if e == WsError::Busy {
+                        tracing::warn!(
+                            conn = conn.id,
+                            buffered = hub.input_budget.used(),
+                            limit = hub.config.max_buffered_input,
+                            "refused a large message: the node's buffered input is full"
+                        );
+                    }
                     debug!(conn = conn.id, error = %e, "closing on a WebSocket error");
                     conn.close(e.close_code(), &e.to_string());
                     return;
                 }
             }
         }
+        track_incomplete(conn, reader, &mut incomplete);
         tokio::select! {
             biased;
             () = conn.reader_wake.notified() => {
@@ -152,6 +164,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     if idle >= hub.config.idle_timeout.as_millis() as u64 {
                         debug!(conn = conn.id, "closing an idle socket");
                         conn.close(close_code::NORMAL, "idle timeout");
+                        return;
+                    }
+                }
+                if bits & signal::INCOMPLETE != 0 {
+                    let since = conn.incomplete_since_ms.load(Ordering::Relaxed);
+                    let limit = hub.config.incomplete_message_timeout.as_millis() as u64;
+                    if since != 0 && now.saturating_sub(since) >= limit {
+                        debug!(conn = conn.id, "closing a socket whose message never completed");
+                        conn.close(close_code::POLICY_VIOLATION, INCOMPLETE_REASON);
                         return;
                     }
                 }
@@ -179,6 +200,27 @@ async fn read_loop<R: AsyncRead + Unpin>(
             },
         }
     }
+}
+
+/// The close reason when a client message stays incomplete past
+/// [`crate::Config::incomplete_message_timeout`].
+pub const INCOMPLETE_REASON: &str = "message incomplete for too long";
+
+/// Starts the clock when the client's current message is incomplete (restarting it each time a
+/// data message completes, so a steady stream of small messages is never "incomplete"), stops
+/// it when nothing is pending, and publishes it for the shared timer.
+fn track_incomplete(conn: &Conn, reader: &WsReader, clock: &mut (u64, u64)) {
+    let since = if !reader.is_incomplete() {
+        0
+    } else if clock.0 == 0 || clock.1 != reader.completed() {
+        now_ms().max(1)
+    } else {
+        clock.0
+    };
+    if since != clock.0 {
+        conn.incomplete_since_ms.store(since, Ordering::Relaxed);
+    }
+    *clock = (since, reader.completed());
 }
 
 /// At most this many frames go into one vectored write.
@@ -227,6 +269,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(conn: &Conn, write: &mut W, batch: &
                     Ok(0) | Err(_) => return false,
                     Ok(n) => n,
                 };
+                conn.wrote(n);
                 while n > 0 {
                     let left = batch[index].len() - offset;
                     if n >= left {

@@ -234,6 +234,7 @@ async fn websocket(
                         hub.config.outbox_limit,
                         driver::now_ms(),
                     )
+                    .with_hard_limit(hub.config.outbox_hard_limit)
                     .with_identity(claims.role, claims.sub)
                     .with_metrics(hub.metrics.clone()),
                 );

@@ -48,6 +48,8 @@ pub struct Hub {
     pub draining: std::sync::atomic::AtomicBool,
     /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Bytes of partially received messages across every socket ([`Config::max_buffered_input`]).
+    pub input_budget: Arc<crate::ws::InputBudget>,
     /// Presence diff coalescing.
     pub coalescing: Arc<Coalescing>,
     /// The other nodes, if any.
@@ -86,6 +88,7 @@ impl Hub {
             draining: Default::default(),
             coalescing: Arc::new(Coalescing::new(config.presence_window)),
             metrics: Default::default(),
+            input_budget: Arc::new(crate::ws::InputBudget::new(config.max_buffered_input)),
             joins: NodeRate::per_second(config.limits.max_joins_per_second),
             events: NodeRate::per_second(config.limits.max_events_per_second),
             presence_events: NodeRate::per_second(config.limits.max_presence_events_per_second),
@@ -256,18 +259,25 @@ impl Hub {
     }
 
     /// One pass of the shared timer: raises [`crate::conn::signal`]s on sockets that have been
-    /// idle too long or whose channel tokens expired.
+    /// idle too long or whose channel tokens expired, and cuts those whose writer is stuck
+    /// behind a backlog ([`Conn::check_progress`]).
     pub fn sweep(&self, now_ms: u64) {
         let idle_ms = self.config.idle_timeout.as_millis() as u64;
         let unjoined_ms = self.config.unjoined_timeout.as_millis() as u64;
+        let incomplete_ms = self.config.incomplete_message_timeout.as_millis() as u64;
         for shard in self.conns.iter() {
             for conn in lock(shard).values() {
+                conn.check_progress();
                 let mut bits = 0;
                 if now_ms.saturating_sub(conn.last_seen_ms.load(Ordering::Relaxed)) >= idle_ms {
                     bits |= crate::conn::signal::IDLE;
                 }
                 if now_ms >= conn.token_deadline_ms.load(Ordering::Relaxed) {
                     bits |= crate::conn::signal::TIMERS;
+                }
+                let incomplete = conn.incomplete_since_ms.load(Ordering::Relaxed);
+                if incomplete != 0 && now_ms.saturating_sub(incomplete) >= incomplete_ms {
+                    bits |= crate::conn::signal::INCOMPLETE;
                 }
                 let unjoined = conn.unjoined_since_ms.load(Ordering::Relaxed);
                 if unjoined != 0 && now_ms.saturating_sub(unjoined) >= unjoined_ms {

@@ -190,7 +190,8 @@ async fn track_payload_size() {
     let server = TestServer::start_with(|c| c.limits.max_payload_size_kb = 1).await;
     let mut c = server.client("2.0.0").await;
     let jr = c.join("realtime:t", presence("k")).await;
-    let meta_of = |len: usize| json!({ "s": "x".repeat(len - r#"{"s":""}"#.len()) });
+    // The key ("k", one byte) counts toward the limit with the payload.
+    let meta_of = |len: usize| json!({ "s": "x".repeat(len - 1 - r#"{"s":""}"#.len()) });
     let r = c
         .push(
             &jr,
@@ -325,12 +326,16 @@ async fn origin_allowlist() {
 }
 
 #[tokio::test]
-async fn outbox_limit_is_exact() {
+async fn outbox_hard_limit_is_exact() {
     use headcount_server::conn::{Batch, Conn};
     use std::sync::Arc;
-    // Unit-level (the socket-level test is in lifecycle.rs): with N - 1 bytes waiting a frame
-    // is accepted; with N waiting, the next one overflows.
-    let conn = Arc::new(Conn::new(1, headcount_protocol::Serializer::V2, 1 << 20, 0));
+    // Unit-level (the socket-level tests are in lifecycle.rs and the binary's overload.rs):
+    // the oldest waiting frame is exempt; with N - 1 bytes behind it a frame is accepted, with
+    // N behind it the next one overflows.
+    let conn = Arc::new(
+        Conn::new(1, headcount_protocol::Serializer::V2, 1 << 20, 0).with_hard_limit(1 << 20),
+    );
+    assert!(conn.push(bytes::Bytes::from(vec![0u8; 3 << 20])));
     assert!(conn.push(bytes::Bytes::from(vec![0u8; (1 << 20) - 1])));
     assert!(conn.push(bytes::Bytes::from_static(b"x")));
     assert!(!conn.push(bytes::Bytes::from_static(b"y")));

@@ -220,7 +220,13 @@ impl WsClient {
     /// Connects; a refused upgrade comes back as [`Refused`].
     pub async fn connect(url: &str) -> Result<WsClient, Refused> {
         let v2 = url.contains("vsn=2.");
-        match tokio_tungstenite::connect_async(url).await {
+        // Room for the largest frames a server sends (a `presence_state` of many large
+        // presences is bigger than tungstenite's 16 MiB default), so a test sees what a
+        // browser would.
+        let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
+            .max_frame_size(Some(256 << 20))
+            .max_message_size(Some(256 << 20));
+        match tokio_tungstenite::connect_async_with_config(url, Some(config), false).await {
             Ok((ws, _)) => Ok(WsClient {
                 ws,
                 v2,
@@ -250,6 +256,15 @@ impl WsClient {
             .send(Message::text(text.into()))
             .await
             .expect("send text");
+    }
+
+    /// Sends text frames back to back in one flush, so the server reads them together (as it
+    /// does from a busy client).
+    pub async fn send_texts_at_once(&mut self, texts: Vec<String>) {
+        for text in texts {
+            self.ws.feed(Message::text(text)).await.expect("queue text");
+        }
+        self.ws.flush().await.expect("send texts");
     }
 
     /// Sends a binary frame as is.

@@ -63,9 +63,37 @@ pub struct Settings {
     /// The largest WebSocket message accepted, in bytes [default: 5000000].
     #[arg(long, env = "HEADCOUNT_MAX_MESSAGE_SIZE", value_name = "BYTES")]
     pub max_message_size: Option<usize>,
-    /// Bytes a socket may have waiting before it is cut as a slow consumer [default: 1048576].
+    /// Bytes waiting that cut a socket as a slow consumer when nothing is written to it for a
+    /// whole tick [default: 1048576].
     #[arg(long, env = "HEADCOUNT_OUTBOX_LIMIT", value_name = "BYTES")]
     pub outbox_limit: Option<usize>,
+    /// Bytes that may wait behind the frame being written, whatever the socket's progress; at
+    /// least the largest message plus 64 KiB [default: 67108864].
+    #[arg(long, env = "HEADCOUNT_OUTBOX_HARD_LIMIT", value_name = "BYTES")]
+    pub outbox_hard_limit: Option<usize>,
+    /// Seconds a client message (fragments or one frame) may take to arrive completely
+    /// [default: 30].
+    #[arg(
+        long,
+        env = "HEADCOUNT_INCOMPLETE_MESSAGE_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    pub incomplete_message_timeout: Option<u64>,
+    /// Bytes of partially received messages across all sockets; new large messages past it are
+    /// refused [default: 268435456].
+    #[arg(long, env = "HEADCOUNT_MAX_BUFFERED_INPUT", value_name = "BYTES")]
+    pub max_buffered_input: Option<usize>,
+    /// The longest presence key accepted in a join, in bytes [default: 1024].
+    #[arg(long, env = "HEADCOUNT_MAX_PRESENCE_KEY_LENGTH", value_name = "BYTES")]
+    pub max_presence_key_length: Option<usize>,
+    /// Bytes of tracked presence (keys and payloads) one socket may hold across its channels
+    /// [default: 10000000].
+    #[arg(
+        long,
+        env = "HEADCOUNT_MAX_PRESENCE_BYTES_PER_CLIENT",
+        value_name = "BYTES"
+    )]
+    pub max_presence_bytes_per_client: Option<usize>,
     /// Channels one socket may join [default: 100].
     #[arg(long, env = "HEADCOUNT_MAX_CHANNELS_PER_CLIENT")]
     pub max_channels_per_client: Option<usize>,
@@ -159,7 +187,9 @@ impl Settings {
     pub fn or(mut self, lower: &Settings) -> Settings {
         merge!(self, lower: bind, jwt_secret, jwks_file, policy_file, strict_presence, allowed_origins,
             idle_timeout, unjoined_timeout, header_read_timeout, shutdown_grace, max_frame_size,
-            max_message_size, outbox_limit, max_channels_per_client, max_concurrent_users,
+            max_message_size, outbox_limit, outbox_hard_limit, incomplete_message_timeout,
+            max_buffered_input, max_presence_key_length, max_presence_bytes_per_client,
+            max_channels_per_client, max_concurrent_users,
             max_joins_per_second, max_events_per_second, max_presence_events_per_second,
             max_client_joins_per_second, max_client_events_per_second,
             max_client_presence_events_per_second,
@@ -193,6 +223,11 @@ impl Settings {
             max_frame_size: Some(5_000_000),
             max_message_size: Some(5_000_000),
             outbox_limit: Some(1 << 20),
+            outbox_hard_limit: Some(64 << 20),
+            incomplete_message_timeout: Some(30),
+            max_buffered_input: Some(256 << 20),
+            max_presence_key_length: Some(1024),
+            max_presence_bytes_per_client: Some(10_000_000),
             max_channels_per_client: Some(limits.max_channels_per_client),
             max_concurrent_users: Some(0),
             max_joins_per_second: Some(0),
@@ -252,6 +287,13 @@ impl Settings {
         config.max_frame_size = self.max_frame_size.expect("complete settings");
         config.max_message_size = self.max_message_size.expect("complete settings");
         config.outbox_limit = self.outbox_limit.expect("complete settings");
+        config.outbox_hard_limit = self.outbox_hard_limit.expect("complete settings");
+        config.incomplete_message_timeout = secs(self.incomplete_message_timeout);
+        config.max_buffered_input = self.max_buffered_input.expect("complete settings");
+        config.max_presence_key_length = self.max_presence_key_length.expect("complete settings");
+        config.max_presence_bytes_per_client = self
+            .max_presence_bytes_per_client
+            .expect("complete settings");
         config.limits = Limits {
             max_channels_per_client: self.max_channels_per_client.expect("complete settings"),
             max_concurrent_users: self.max_concurrent_users.filter(|n| *n > 0),
@@ -283,6 +325,7 @@ impl Settings {
                 config.max_frame_size
             );
         }
+        config.check_outbox()?;
         Ok(config)
     }
 }
@@ -418,5 +461,34 @@ mod tests {
                 server.outbox_limit
             )
         );
+        assert_eq!(
+            (
+                config.outbox_hard_limit,
+                config.incomplete_message_timeout,
+                config.max_buffered_input,
+                config.max_presence_key_length,
+                config.max_presence_bytes_per_client
+            ),
+            (
+                server.outbox_hard_limit,
+                server.incomplete_message_timeout,
+                server.max_buffered_input,
+                server.max_presence_key_length,
+                server.max_presence_bytes_per_client
+            )
+        );
+    }
+
+    #[test]
+    fn an_outbox_cap_below_a_legal_message_is_refused() {
+        // The largest legal message is max_message_size (5,000,000 B); plus 64 KiB of envelope.
+        let need = 5_000_000 + 64 * 1024;
+        let at = |hard: usize| Settings {
+            outbox_hard_limit: Some(hard),
+            ..Settings::defaults()
+        };
+        assert!(at(need).to_config("s").is_ok());
+        let err = at(need - 1).to_config("s").unwrap_err().to_string();
+        assert!(err.contains("outbox_hard_limit (5065535)"), "{err}");
     }
 }

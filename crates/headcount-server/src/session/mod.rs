@@ -25,7 +25,7 @@ use crate::ws::close_code;
 
 mod options;
 mod rates;
-pub use options::JoinOptions;
+pub use options::{JoinOptions, KEY_TOO_LONG, PRESENCE_BYTES_EXCEEDED};
 use rates::{RATE_EVENTS, RATE_JOINS, RATE_PRESENCE, SocketRates, Verdict};
 
 /// What the driver must do after a message.
@@ -243,6 +243,10 @@ impl Session {
             return Flow::Continue;
         }
         let options = JoinOptions::parse(m.payload.as_json().map(|p| p.get()));
+        if options.key_too_long(self.hub.config.max_presence_key_length) {
+            refuse(self, KEY_TOO_LONG);
+            return Flow::Continue;
+        }
         let token = match options.access_token {
             Some(t) if !t.starts_with("sb_") => t,
             _ => self.connect_token.clone(),
@@ -444,9 +448,22 @@ impl Session {
                     // An identical re-track changes nothing.
                     return self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
                 }
-                if payload.as_str().len() > self.hub.config.limits.max_payload_bytes() {
+                // The key is stored and sent with every meta: it counts toward the payload.
+                let size = payload.as_str().len() + joined.presence_key.len();
+                if size > self.hub.config.limits.max_payload_bytes() {
                     self.hub.metrics.refused(Limit::PayloadSize);
                     return self.shut_down(&m.topic, "Track message size exceeded", now_ms);
+                }
+                if size + self.presence_bytes_elsewhere(&m.topic)
+                    > self.hub.config.max_presence_bytes_per_client
+                {
+                    self.hub.metrics.refused(Limit::PayloadSize);
+                    return self.reply_reason(
+                        &m.join_ref,
+                        &m.msg_ref,
+                        &m.topic,
+                        PRESENCE_BYTES_EXCEEDED,
+                    );
                 }
                 match self.rates.track(&self.hub, now_ms) {
                     Verdict::Allowed => {}
@@ -478,6 +495,19 @@ impl Session {
             }
             _ => self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Error, "{}"),
         }
+    }
+
+    /// Bytes of presence (key and payload) this socket tracks on its channels other than
+    /// `topic`. Computed when asked (tracks are rate-limited per member), so no count can drift.
+    fn presence_bytes_elsewhere(&self, topic: &str) -> usize {
+        self.channels
+            .iter()
+            .filter(|(t, _)| &***t != topic)
+            .filter_map(|(_, j)| {
+                let payload = j.channel.tracked_payload(j.member)?;
+                Some(payload.as_str().len() + j.presence_key.len())
+            })
+            .sum()
     }
 
     /// `access_token`: never answered. A good token replaces the channel's (and, on a private

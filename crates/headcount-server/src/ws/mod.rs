@@ -14,7 +14,7 @@ pub mod handshake;
 pub mod reader;
 
 pub use frame::{Opcode, encode_close, encode_frame};
-pub use reader::{Message, WsError, WsReader};
+pub use reader::{InputBudget, Message, WsError, WsReader};
 
 /// Close codes used by headcount (RFC 6455 §7.4.1).
 pub mod close_code {
@@ -32,4 +32,6 @@ pub mod close_code {
     pub const TOO_BIG: u16 = 1009;
     /// An unexpected condition inside the server.
     pub const INTERNAL_ERROR: u16 = 1011;
+    /// The server is overloaded for now (its buffered-input budget is spent).
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }

@@ -1,5 +1,8 @@
 //! Received bytes into messages.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::close_code;
@@ -32,6 +35,9 @@ pub enum WsError {
     /// A frame or message above the configured limit: close 1009.
     #[error("message too big")]
     TooBig,
+    /// A large message would take the node's buffered input past its budget: close 1013.
+    #[error("server busy: input buffer full")]
+    Busy,
 }
 
 impl WsError {
@@ -41,6 +47,7 @@ impl WsError {
             WsError::Protocol(_) => close_code::PROTOCOL_ERROR,
             WsError::InvalidUtf8 => close_code::INVALID_PAYLOAD,
             WsError::TooBig => close_code::TOO_BIG,
+            WsError::Busy => close_code::TRY_AGAIN_LATER,
         }
     }
 }
@@ -57,6 +64,48 @@ impl From<HeaderError> for WsError {
     }
 }
 
+/// A message is "large" once it holds more than this many bytes: only large messages are
+/// refused by the [`InputBudget`], so heartbeats and small pushes always get through.
+pub const LARGE_MESSAGE: usize = 64 * 1024;
+
+/// The node-wide budget for bytes of partially received messages, shared by every socket's
+/// [`WsReader`]. Each reader charges what it holds (and, for a frame whose header has arrived,
+/// the whole frame it announced) and gives it back as messages complete or the socket goes.
+#[derive(Debug)]
+pub struct InputBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl InputBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> InputBudget {
+        InputBudget {
+            used: AtomicUsize::new(0),
+            limit,
+        }
+    }
+
+    /// Bytes charged now, across every reader.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Charges `n` bytes; unless `force`, refuses (charging nothing) past the limit.
+    fn take(&self, n: usize, force: bool) -> bool {
+        let before = self.used.fetch_add(n, Ordering::AcqRel);
+        if !force && before.saturating_add(n) > self.limit {
+            self.used.fetch_sub(n, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
 /// Assembles client messages from the bytes read off the socket.
 ///
 /// The caller appends bytes to [`WsReader::buffer`] and calls [`WsReader::next_message`] until
@@ -69,6 +118,12 @@ pub struct WsReader {
     max_frame: usize,
     max_message: usize,
     initial_capacity: usize,
+    /// The node's budget for buffered input, and what this reader has charged to it.
+    budget: Option<Arc<InputBudget>>,
+    charged: usize,
+    /// Data messages completed so far: the driver's clock for an incomplete message restarts
+    /// when this moves (control frames do not move it, so pings cannot keep a fragment alive).
+    completed: u64,
 }
 
 impl WsReader {
@@ -80,7 +135,63 @@ impl WsReader {
             max_frame,
             max_message,
             initial_capacity,
+            budget: None,
+            charged: 0,
+            completed: 0,
         }
+    }
+
+    /// The same reader, charging what it buffers to `budget`.
+    pub fn with_budget(mut self, budget: Arc<InputBudget>) -> WsReader {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Whether part of a message (a fragment, or some bytes of a frame) is waiting for more.
+    pub fn is_incomplete(&self) -> bool {
+        self.partial.is_some() || !self.buf.is_empty()
+    }
+
+    /// Data messages (text or binary) completed so far.
+    pub fn completed(&self) -> u64 {
+        self.completed
+    }
+
+    fn partial_len(&self) -> usize {
+        self.partial.as_ref().map_or(0, |(_, data)| data.len())
+    }
+
+    /// Brings the charge to `target` bytes. With `check`, a large target that does not fit
+    /// the budget is refused and the charge left as it was.
+    fn charge(&mut self, target: usize, check: bool) -> Result<(), WsError> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        if target > self.charged {
+            let force = !check || target <= LARGE_MESSAGE;
+            if !budget.take(target - self.charged, force) {
+                return Err(WsError::Busy);
+            }
+        } else {
+            budget.give_back(self.charged - target);
+        }
+        self.charged = target;
+        Ok(())
+    }
+
+    /// The next complete message, `Ok(None)` if more bytes are needed.
+    pub fn next_message(&mut self) -> Result<Option<Message>, WsError> {
+        let next = self.next_inner();
+        if let Ok(Some(Message::Text(_) | Message::Binary(_))) = &next {
+            self.completed += 1;
+        }
+        if !matches!(next, Ok(None)) {
+            // Whatever is still buffered stays charged; an incomplete frame re-charged what
+            // it announced before returning `Ok(None)`.
+            let held = self.partial_len() + self.buf.len();
+            let _ = self.charge(held, false);
+        }
+        next
     }
 
     /// The buffer to read into, with spare room guaranteed. A buffer that grew for a large
@@ -100,10 +211,11 @@ impl WsReader {
         self.buf.extend_from_slice(bytes);
     }
 
-    /// The next complete message, `Ok(None)` if more bytes are needed.
-    pub fn next_message(&mut self) -> Result<Option<Message>, WsError> {
+    fn next_inner(&mut self) -> Result<Option<Message>, WsError> {
         loop {
             let Some(header) = parse_header(&self.buf)? else {
+                let held = self.partial_len() + self.buf.len();
+                self.charge(held, false)?;
                 return Ok(None);
             };
             let Some(mask) = header.mask else {
@@ -114,6 +226,11 @@ impl WsReader {
             }
             let total = header.header_len + header.payload_len as usize;
             if self.buf.len() < total {
+                // Charge the whole frame the header announced, before its bytes arrive: that
+                // is when a large message is refused, so sockets racing each other cannot all
+                // fit under the budget and then all grow past it.
+                let announced = self.partial_len() + total.max(self.buf.len());
+                self.charge(announced, true)?;
                 // Grow toward the frame as its bytes arrive, not all at once on a header's word:
                 // a header alone must not make a connection reserve `max_frame` bytes.
                 self.buf.reserve((total - self.buf.len()).min(64 * 1024));
@@ -135,6 +252,8 @@ impl WsReader {
                         return finish(header.opcode, payload).map(Some);
                     }
                     self.partial = Some((header.opcode, payload));
+                    let held = self.partial_len() + self.buf.len();
+                    self.charge(held, true)?;
                 }
                 Opcode::Continuation => {
                     let Some((opcode, mut data)) = self.partial.take() else {
@@ -148,8 +267,19 @@ impl WsReader {
                         return finish(opcode, data).map(Some);
                     }
                     self.partial = Some((opcode, data));
+                    // Many small fragments grow a message as surely as one large frame.
+                    let held = self.partial_len() + self.buf.len();
+                    self.charge(held, true)?;
                 }
             }
+        }
+    }
+}
+
+impl Drop for WsReader {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.give_back(self.charged);
         }
     }
 }
@@ -304,6 +434,60 @@ mod tests {
             feed(&mut reader(), &client_frame(true, 2, &[1; 1001])),
             vec![Err(WsError::TooBig)]
         );
+    }
+
+    #[test]
+    fn a_large_frame_is_charged_when_its_header_arrives_and_given_back_when_done() {
+        let budget = Arc::new(InputBudget::new(300_000));
+        let reader = || WsReader::new(64, 1_000_000, 1_000_000).with_budget(budget.clone());
+        let mut a = reader();
+        let frame = client_frame(true, 2, &[0; 150_000]);
+        assert!(feed(&mut a, &frame[..20]).is_empty());
+        assert_eq!(budget.used(), 150_014, "header + announced payload");
+        // N: a second large frame that fills the budget exactly.
+        let mut b = reader();
+        let fits = client_frame(true, 2, &[0; 149_972]);
+        assert!(feed(&mut b, &fits[..20]).is_empty());
+        assert_eq!(budget.used(), 300_000);
+        // A small message always gets through, even with the budget spent.
+        let mut small = reader();
+        assert_eq!(
+            feed(&mut small, &client_frame(true, 2, &[0; 1000])).len(),
+            1
+        );
+        assert!(matches!(
+            feed(&mut b, &fits[20..])[..],
+            [Ok(Message::Binary(_))]
+        ));
+        assert_eq!(budget.used(), 150_014);
+        // N + 1: one byte more than what is left is refused.
+        let mut c = reader();
+        let too_big = client_frame(true, 2, &[0; 149_973]);
+        assert_eq!(feed(&mut c, &too_big[..20]), vec![Err(WsError::Busy)]);
+        drop(c);
+        assert!(matches!(
+            feed(&mut a, &frame[20..])[..],
+            [Ok(Message::Binary(_))]
+        ));
+        assert_eq!(budget.used(), 0);
+        // Fragments count as they accumulate, and a reader gives back what it held when dropped.
+        let mut d = reader();
+        assert!(feed(&mut d, &client_frame(false, 2, &[0; 1000])).is_empty());
+        assert_eq!(budget.used(), 1000);
+        drop(d);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn pings_do_not_count_as_completed_messages() {
+        let mut r = reader();
+        assert!(feed(&mut r, &client_frame(false, 1, b"he")).is_empty());
+        assert_eq!(feed(&mut r, &client_frame(true, 9, b"p")).len(), 1);
+        assert!(r.is_incomplete());
+        assert_eq!(r.completed(), 0);
+        assert_eq!(feed(&mut r, &client_frame(true, 0, b"llo")).len(), 1);
+        assert!(!r.is_incomplete());
+        assert_eq!(r.completed(), 1);
     }
 
     #[test]
