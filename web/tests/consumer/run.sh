@@ -55,6 +55,21 @@ for version in "$floor" "$NEWEST_SUPABASE_JS"; do
   # snippet's own syntax, verbatim, not the package's; the snippet route uses `onclick`.
   npx svelte-check --tsconfig ./tsconfig.json --fail-on-warnings --output human \
     --compiler-warnings event_directive_deprecated:ignore
+  if [ "$version" = "$floor" ]; then
+    # The types catch mistakes: a route with 8 of them must get exactly those 8 errors.
+    mkdir -p src/routes/typed
+    cp "$web/tests/consumer/typed/+page.svelte" src/routes/typed/
+    npx svelte-kit sync
+    npx svelte-check --tsconfig ./tsconfig.json --output machine \
+      --compiler-warnings event_directive_deprecated:ignore > "$work/typed.out" || true
+    rm -rf src/routes/typed
+    if ! grep -q 'COMPLETED .* 8 ERRORS 0 WARNINGS 1 FILES_WITH_PROBLEMS' "$work/typed.out"; then
+      cat "$work/typed.out" >&2
+      echo "svelte-check did not report exactly the 8 type errors of tests/consumer/typed" >&2
+      exit 1
+    fi
+    npx svelte-kit sync
+  fi
   rm -rf build
   npx vite build --logLevel warn
   # The client bundle carries the app's supabase-js (its X-Client-Info names the version).
