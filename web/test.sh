@@ -2,7 +2,9 @@
 # Tests of the Svelte library and the demo page:
 #   1. the demo build embedded in the server matches web/'s sources;
 #   2. component tests (vitest, jsdom);
-#   3. browser tests: Debian's Chromium, driven by playwright-core, against the real server binary.
+#   3. browser tests: Debian's Chromium, driven by playwright-core, against the real server binary;
+#   4. the consumer app: a SvelteKit app installing the packed package, built, type-checked and
+#      driven in Chromium, with the floor and the newest supabase-js (tests/consumer/run.sh).
 # Installs what is missing on a fresh Debian machine (run as root there): chromium with apt, the
 # npm packages with npm ci. Uses $HEADCOUNT_BIN when set, otherwise builds target/debug/headcount.
 set -euo pipefail
@@ -44,3 +46,6 @@ npx vitest run
 
 log "browser tests (chromium against $HEADCOUNT_BIN)"
 node --test --test-concurrency=1 --test-timeout=120000 tests/browser/
+
+log "the package in a SvelteKit app (tests/consumer)"
+bash tests/consumer/run.sh

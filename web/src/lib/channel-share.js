@@ -13,6 +13,7 @@
 
 import { CallBudget } from './call-budget.js';
 import { makePresenceState } from './presence-state.js';
+import { applyPresenceDiff, presenceFromServer, setEntry } from './presence-view.js';
 
 /** Backoff before opening again a channel that the server closed, by attempt. */
 const REOPEN_DELAYS_MS = [1_000, 2_000, 5_000, 10_000];
@@ -66,13 +67,14 @@ function canonicalJson(value) {
 }
 
 /**
- * @typedef {{ data: Record<string, any[]> | null, error: Error | null, channel: any }} PresenceSnapshot
- * @typedef {{ data: Record<string, any>, error: Error | null }} StatusSnapshot
+ * @typedef {{ data: Record<string, any[]> | null, error: Error | null, channel: any, joined?: boolean }} PresenceSnapshot
+ * @typedef {{ data: Record<string, any>, error: Error | null, pending: boolean }} StatusSnapshot
  * @typedef {{
  *   presence?: (snapshot: PresenceSnapshot) => void,
  *   status?: (snapshot: StatusSnapshot) => void,
  *   join?: (event: any) => void,
  *   leave?: (event: any) => void,
+ *   broadcast?: (message: any) => void,
  * }} ShareListener
  */
 
@@ -96,11 +98,24 @@ export class ChannelShare {
     /** The current channel object (a new one after a server close), or null. */
     this.channel = null;
     /** @type {PresenceSnapshot} */
-    this.presence = { data: null, error: null, channel: null };
+    this.presence = { data: null, error: null, channel: null, joined: false };
     /** Whether the current channel is joined (SUBSCRIBED and not errored since). */
     this.joined = false;
     /** The status this client tracks on the channel: every holder's contributions merged. */
     this.status = {};
+    /** Whether a presence store holds this share: a broadcast-only channel never tracks. */
+    this.tracking = false;
+    /**
+     * This share's own view of the channel's presence, built from the server's presence_state
+     * and presence_diff messages (key -> presences), or null before the first presence_state of
+     * the current join. Some realtime-js releases (2.109, the last for Node 20) corrupt their own
+     * state on a status update and then keep a key that left, so the count is never read from
+     * channel.presenceState().
+     * @type {Record<string, any[]> | null}
+     */
+    this.view = null;
+    /** @type {any[]} diffs received before the presence_state of the current join */
+    this.earlyDiffs = [];
     /** @type {Error | null} the last failed track, cleared by the next success */
     this.statusError = null;
     /** canonicalJson of the status last sent in the current join (undefined: none yet). */
@@ -134,10 +149,14 @@ export class ChannelShare {
         // The seed's example reads `channel.name`, which RealtimeChannel does not have.
         Object.defineProperty(channel, 'name', { value: this.name, configurable: true });
       }
-      // Every presence callback goes on before subscribe(): realtime-js throws afterwards.
-      channel.on('presence', { event: 'sync' }, () => this.onSync(channel));
-      channel.on('presence', { event: 'join' }, (event) => this.emit('join', event));
-      channel.on('presence', { event: 'leave' }, (event) => this.emit('leave', event));
+      // Every presence callback goes on before subscribe(): realtime-js throws afterwards. The
+      // `presence` binding makes realtime-js ask the server for presence on the join; the view
+      // itself comes from the raw messages, which every realtime-js release hands to bindings
+      // of their event name.
+      channel.on('presence', { event: 'sync' }, () => {});
+      channel.on('presence_state', {}, (state) => this.onServerState(channel, state));
+      channel.on('presence_diff', {}, (diff) => this.onServerDiff(channel, diff));
+      channel.on('broadcast', { event: '*' }, (message) => this.emit('broadcast', message));
       channel.on('system', {}, (message) => {
         if (message?.status === 'error' && message.message) this.lastSystemError = message.message;
       });
@@ -168,10 +187,14 @@ export class ChannelShare {
       this.joined = true;
       this.reopenAttempts = 0;
       // A new join is a new presence on the server (and a new rate-limit window): track again.
+      // Its presence_state replaces the view; diffs before it wait for it.
+      this.view = null;
+      this.earlyDiffs = [];
       this.sentStatus = undefined;
       this.budget.reset();
       this.cancelTrack();
-      if (this.presence.error) this.setPresence({ data: null, error: null, channel });
+      // Published on every join: `joined` changed (BroadcastChannel shows its channel from now).
+      this.setPresence(this.presence.error ? { data: null, error: null, channel } : { ...this.presence, channel });
       this.flushStatus();
       return;
     }
@@ -203,10 +226,72 @@ export class ChannelShare {
     });
   }
 
-  /** @param {any} channel */
-  onSync(channel) {
+  /**
+   * The server's full presence state of the channel, sent after each join.
+   * @param {any} channel
+   * @param {Record<string, { metas: any[] }>} state
+   */
+  onServerState(channel, state) {
     if (channel !== this.channel || this.released) return;
-    this.setPresence({ data: makePresenceState(channel.presenceState()), error: null, channel });
+    const previous = this.view ?? {};
+    /** @type {Record<string, any[]>} */
+    const next = {};
+    for (const key of Object.keys(state ?? {})) {
+      const presences = (state[key]?.metas ?? []).map(presenceFromServer);
+      if (presences.length > 0) setEntry(next, key, presences);
+    }
+    // Joins and leaves against what this client showed before (nothing, on the first join).
+    /** @type {Record<string, any[]>} */
+    const joins = {};
+    /** @type {Record<string, any[]>} */
+    const leaves = {};
+    for (const [key, presences] of Object.entries(next)) {
+      const known = new Set((Object.hasOwn(previous, key) ? previous[key] : []).map((p) => p.presence_ref));
+      const fresh = presences.filter((p) => !known.has(p.presence_ref));
+      if (fresh.length > 0) setEntry(joins, key, fresh);
+    }
+    for (const [key, presences] of Object.entries(previous)) {
+      const kept = new Set((Object.hasOwn(next, key) ? next[key] : []).map((p) => p.presence_ref));
+      const gone = presences.filter((p) => !kept.has(p.presence_ref));
+      if (gone.length > 0) setEntry(leaves, key, gone);
+    }
+    for (const [key, newPresences] of Object.entries(joins)) {
+      this.emit('join', { event: 'join', key, currentPresences: Object.hasOwn(previous, key) ? previous[key] : [], newPresences });
+    }
+    for (const [key, leftPresences] of Object.entries(leaves)) {
+      this.emit('leave', { event: 'leave', key, currentPresences: Object.hasOwn(next, key) ? next[key] : [], leftPresences });
+    }
+    this.view = next;
+    const early = this.earlyDiffs;
+    this.earlyDiffs = [];
+    for (const diff of early) this.applyDiff(diff);
+    this.publishView(channel);
+  }
+
+  /**
+   * @param {any} channel
+   * @param {{ joins?: Record<string, { metas: any[] }>, leaves?: Record<string, { metas: any[] }> }} diff
+   */
+  onServerDiff(channel, diff) {
+    if (channel !== this.channel || this.released) return;
+    if (this.view === null) {
+      this.earlyDiffs.push(diff);
+      return;
+    }
+    this.applyDiff(diff);
+    this.publishView(channel);
+  }
+
+  /** @param {any} diff */
+  applyDiff(diff) {
+    const { view, events } = applyPresenceDiff(this.view ?? {}, diff);
+    this.view = view;
+    for (const event of events) this.emit(event.event, event);
+  }
+
+  /** @param {any} channel */
+  publishView(channel) {
+    this.setPresence({ data: makePresenceState(this.view ?? {}), error: null, channel });
   }
 
   /**
@@ -215,6 +300,7 @@ export class ChannelShare {
    */
   updateStatus(partial) {
     if (!partial || typeof partial !== 'object') return;
+    this.tracking = true;
     this.status = { ...this.status, ...partial };
     this.emitStatus();
     this.flushStatus();
@@ -222,7 +308,7 @@ export class ChannelShare {
 
   /** Sends the latest status if it differs from what the server has, now or once budget allows. */
   flushStatus() {
-    if (!this.joined || this.released || this.trackTimer) return;
+    if (!this.joined || this.released || this.trackTimer || !this.tracking) return;
     const json = canonicalJson(this.status);
     // The server counts identical tracks against the limit too: never send one.
     if (json === this.sentStatus) return;
@@ -232,7 +318,9 @@ export class ChannelShare {
       this.trackTimer = setTimeout(() => {
         this.trackTimer = null;
         this.flushStatus();
+        if (!this.trackTimer) this.emitStatus();
       }, wait);
+      this.emitStatus();
       return;
     }
     const channel = this.channel;
@@ -268,22 +356,41 @@ export class ChannelShare {
     if (this.trackTimer) {
       clearTimeout(this.trackTimer);
       this.trackTimer = null;
+      this.emitStatus();
     }
+  }
+
+  /** Whether the latest status waits for the presence rate limit before it can be sent. */
+  get pending() {
+    return this.trackTimer !== null;
+  }
+
+  /**
+   * Sends a broadcast on the current channel once it is joined.
+   * @param {string} event
+   * @param {any} payload
+   * @returns {Promise<string>} realtime-js's answer: 'ok', 'timed out' or 'error'
+   */
+  send(event, payload) {
+    if (!this.joined || !this.channel || this.released) {
+      return Promise.reject(new Error(`Channel ${this.name} is not joined: the message was not sent`));
+    }
+    return this.channel.send({ type: 'broadcast', event, payload });
   }
 
   /** @param {PresenceSnapshot} snapshot */
   setPresence(snapshot) {
-    this.presence = snapshot;
-    for (const l of [...this.listeners]) l.presence?.(snapshot);
+    this.presence = { ...snapshot, joined: this.joined };
+    for (const l of [...this.listeners]) l.presence?.(this.presence);
   }
 
   emitStatus() {
-    const snapshot = { data: this.status, error: this.statusError };
+    const snapshot = { data: this.status, error: this.statusError, pending: this.pending };
     for (const l of [...this.listeners]) l.status?.(snapshot);
   }
 
   /**
-   * @param {'join' | 'leave'} kind
+   * @param {'join' | 'leave' | 'broadcast'} kind
    * @param {any} event
    */
   emit(kind, event) {

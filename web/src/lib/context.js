@@ -11,23 +11,24 @@ const KEY = Symbol.for('headcount.supabase-context');
  */
 
 /**
- * Provides `client` to the components below the calling one.
- * @param {any} client a SupabaseClient
+ * Provides `client` to the components below the calling one. During server rendering
+ * SupabaseApp provides `null` (no client, no socket): the components render their loading state.
+ * @param {any} client a SupabaseClient, or null
  * @returns {SupabaseContext}
  */
 export function setSupabaseContext(client) {
   /** @type {SupabaseContext} */
   const context = {
     client,
-    realtime: client.realtime,
+    realtime: client?.realtime ?? null,
     get auth() {
-      return client.auth;
+      return client?.auth;
     },
     get storage() {
-      return client.storage;
+      return client?.storage;
     },
     get functions() {
-      return client.functions;
+      return client?.functions;
     },
   };
   setContext(KEY, context);

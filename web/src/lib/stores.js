@@ -80,7 +80,7 @@ export function presenceStateStore(realtime, channelName = 'any', channelOptions
     if (share) {
       share.updateStatus(status);
     } else {
-      statusWatchers.forEach((w) => w({ data: ownStatus, error: null }));
+      statusWatchers.forEach((w) => w({ data: ownStatus, error: null, pending: false }));
     }
   };
 
@@ -98,10 +98,14 @@ export function presenceStateStore(realtime, channelName = 'any', channelOptions
     },
     statusStore() {
       return readable(
-        /** @type {StatusSnapshot} */ ({ data: share ? share.status : ownStatus, error: null }),
+        /** @type {StatusSnapshot} */ ({ data: share ? share.status : ownStatus, error: null, pending: false }),
         (set) => {
           statusWatchers.add(set);
-          set({ data: share ? share.status : ownStatus, error: share?.statusError ?? null });
+          set({
+            data: share ? share.status : ownStatus,
+            error: share?.statusError ?? null,
+            pending: share?.pending ?? false,
+          });
           return () => statusWatchers.delete(set);
         },
       );
@@ -110,10 +114,11 @@ export function presenceStateStore(realtime, channelName = 'any', channelOptions
 }
 
 /**
- * A store of the status this client tracks on a channel, `{ data, error }`, with
+ * A store of the status this client tracks on a channel, `{ data, error, pending }`, with
  * `updateStatus(status)` which merges `status` into it and re-tracks. Calls in quick succession
  * are coalesced so the channel stays within the server's presence rate limit (5 calls per 30 s);
- * the latest status always goes out.
+ * the latest status always goes out. `data` is the chosen status at once; `pending` is true while
+ * it waits for the rate limit.
  *
  * @param {PresenceStore | any} target a store from presenceStateStore, or a channel it opened
  * @param {Record<string, any>} [userStatus] merged into the status
@@ -133,8 +138,95 @@ export function userStatusStore(target, userStatus) {
   }
   if (userStatus) share.updateStatus(userStatus);
   const { subscribe } = readable(
-    /** @type {StatusSnapshot} */ ({ data: share.status, error: share.statusError }),
+    /** @type {StatusSnapshot} */ ({ data: share.status, error: share.statusError, pending: share.pending }),
     (set) => share.listen({ status: set }),
   );
   return { subscribe, updateStatus: (status) => share.updateStatus(status) };
+}
+
+/**
+ * @typedef {{ payload: any, error: Error | null, channel: any }} BroadcastSnapshot
+ */
+
+/**
+ * A store of the last broadcast received on a channel for one event, `{ payload, error, channel }`,
+ * with `send(payload)` which broadcasts `payload` under that event to the others on the channel
+ * and resolves to realtime-js's answer ('ok', 'error', 'timed out'; it never rejects).
+ * The channel opens with the first subscriber and is left with the last; stores of the same
+ * channel name on the same client (presence stores included) share one channel.
+ *
+ * @param {any} realtime a RealtimeClient (`supabase.realtime`)
+ * @param {string} [channelName]
+ * @param {string} [eventName] the broadcast event to receive and send ('*' receives every event)
+ * @param {any} [channelOptions] RealtimeChannelOptions (the first store of a channel decides)
+ * @returns {import('svelte/store').Readable<BroadcastSnapshot> & {
+ *   send: (payload: any) => Promise<string>, readonly channel: any }}
+ */
+export function broadcastStore(realtime, channelName = 'any', eventName = 'message', channelOptions) {
+  /** @type {import('./channel-share.js').ChannelShare | null} */
+  let share = null;
+  /** @type {BroadcastSnapshot} */
+  let snapshot = { payload: null, error: null, channel: null };
+  /** @type {((value: BroadcastSnapshot) => void) | null} */
+  let setter = null;
+  const publish = (/** @type {Partial<BroadcastSnapshot>} */ change) => {
+    snapshot = { ...snapshot, ...change };
+    setter?.(snapshot);
+  };
+
+  const { subscribe } = readable(snapshot, (set) => {
+    if (!isBrowser) return undefined;
+    setter = set;
+    if (!realtime) {
+      publish({ error: new Error('Realtime is not initialized') });
+      return () => {
+        setter = null;
+      };
+    }
+    share = acquireShare(realtime, channelName, channelOptions);
+    const current = share;
+    const unlisten = current.listen({
+      // The channel is handed out once joined: send() works from then on.
+      presence: ({ error, channel, joined }) => publish({ error, channel: joined ? channel : null }),
+      broadcast: (message) => {
+        if (eventName === '*' || message?.event === eventName) publish({ payload: message?.payload });
+      },
+    });
+    const { error, channel, joined } = current.presence;
+    publish({ error, channel: joined ? channel : null });
+    return () => {
+      unlisten();
+      setter = null;
+      share = null;
+      current.release();
+    };
+  });
+
+  /** @param {any} payload */
+  // Never rejects: a failure is the store's `error`, and the answer says what happened.
+  const send = (payload) => {
+    if (!share) {
+      publish({ error: new Error(`Channel ${channelName} is not open: the message was not sent`) });
+      return Promise.resolve('error');
+    }
+    const event = eventName === '*' ? 'message' : eventName;
+    return share.send(event, payload).then(
+      (result) => {
+        if (result !== 'ok') publish({ error: new Error(`Could not send on channel ${channelName}: ${result}`) });
+        return result;
+      },
+      (e) => {
+        publish({ error: e instanceof Error ? e : new Error(String(e)) });
+        return 'error';
+      },
+    );
+  };
+
+  return {
+    subscribe,
+    send,
+    get channel() {
+      return share?.channel ?? null;
+    },
+  };
 }

@@ -134,9 +134,12 @@ describe('RealtimePresence', () => {
     const client = fakeClient();
     const events = [];
     render(Events, { client, onEvent: (type, detail) => events.push([type, detail]) });
+    flushSync();
     const [channel] = client.realtime.created;
-    channel.join('k1', [], [{ presence_ref: 'r1', name: 'Ada' }]);
-    channel.leave('k1', [], [{ presence_ref: 'r1', name: 'Ada' }]);
+    channel.joined();
+    channel.sync({});
+    channel.join('k1', [{ phx_ref: 'r1', name: 'Ada' }]);
+    channel.leave('k1', [{ phx_ref: 'r1', name: 'Ada' }]);
     expect(events).toEqual([
       ['join', { key: 'k1', newPresences: [{ presence_ref: 'r1', name: 'Ada' }], currentPresences: [] }],
       ['leave', { key: 'k1', leftPresences: [{ presence_ref: 'r1', name: 'Ada' }], currentPresences: [] }],
@@ -174,7 +177,8 @@ describe('RealtimePresence', () => {
     expect(target.querySelector('#name').textContent).toBe('lobby');
     lobby.joined();
     expect(lobby.tracks.map((t) => t.payload)).toEqual([{ name: 'Ada' }]);
-    lobby.join('k2', [], []);
+    lobby.sync({});
+    lobby.join('k2', [{ phx_ref: 'r9' }]);
     expect(events).toEqual([['join', 'k2']]);
   });
 

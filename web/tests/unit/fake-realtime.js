@@ -1,5 +1,6 @@
 // A stand-in for realtime-js's RealtimeClient and RealtimeChannel with the behaviour the
 // components rely on, driven by the tests: channel() reuses a channel of the same topic,
+// bindings of a raw event name (presence_state, presence_diff) get the server's message,
 // on('presence') throws once subscribe() has been called (as realtime-js >= 2.101 does),
 // subscribe() is a no-op unless the channel is closed, removeChannel() leaves, then fires CLOSED.
 
@@ -18,6 +19,9 @@ export class FakeChannel {
     this.tracks = [];
     this.trackResult = 'ok';
     this.raw = {};
+    /** @type {any[]} broadcasts sent */
+    this.sent = [];
+    this.sendResult = 'ok';
   }
 
   on(type, filter, callback) {
@@ -39,6 +43,20 @@ export class FakeChannel {
   track(payload) {
     this.tracks.push({ payload: structuredClone(payload), at: Date.now() });
     return Promise.resolve(this.trackResult);
+  }
+
+  send(message) {
+    this.sent.push(structuredClone(message));
+    return Promise.resolve(this.sendResult);
+  }
+
+  /** The server relays a broadcast from someone else. */
+  broadcast(event, payload) {
+    for (const b of this.bindings) {
+      if (b.type === 'broadcast' && (b.filter?.event === '*' || b.filter?.event === event)) {
+        b.callback({ type: 'broadcast', event, payload });
+      }
+    }
   }
 
   presenceState() {
@@ -74,18 +92,26 @@ export class FakeChannel {
     this.statusCallback?.('CLOSED');
   }
 
-  /** The server's presence_state or a diff was applied: `raw` is { key: { metas: [...] } }. */
+  /** The server sends its presence_state: `raw` is { key: { metas: [{ phx_ref, ... }] } }. */
   sync(raw) {
     this.raw = raw;
+    this.fire('presence_state', undefined, structuredClone(raw));
     this.fire('presence', 'sync', { event: 'sync' });
   }
 
-  join(key, currentPresences, newPresences) {
-    this.fire('presence', 'join', { event: 'join', key, currentPresences, newPresences });
+  /** The server sends a presence_diff ({ joins, leaves }, each { key: { metas } }). */
+  diff(diff) {
+    this.fire('presence_diff', undefined, structuredClone({ joins: {}, leaves: {}, ...diff }));
   }
 
-  leave(key, currentPresences, leftPresences) {
-    this.fire('presence', 'leave', { event: 'leave', key, currentPresences, leftPresences });
+  /** A presence_diff with one key joining with `metas`. */
+  join(key, metas) {
+    this.diff({ joins: { [key]: { metas } } });
+  }
+
+  /** A presence_diff with one key leaving with `metas`. */
+  leave(key, metas) {
+    this.diff({ leaves: { [key]: { metas } } });
   }
 }
 
