@@ -5,8 +5,9 @@
 //! fragments, huge topics, huge presence keys, a consumer that never reads).
 //!
 //! What a user would notice is asserted: no healthy member is cut or refused, the process's
-//! RSS stays under [`RSS_BOUND_MB`], `/healthz` answers throughout, and at the end every
-//! healthy member's presence view of each channel, and the server's own, equals the truth.
+//! RSS stays under [`RSS_BOUND_MB`], `/healthz` answers throughout, the server answers (or
+//! refuses) every abusive join instead of hanging on it, and at the end every healthy member's
+//! presence view of each channel, and the server's own, equals the truth.
 //! Every wait is bounded and the whole run takes about half a minute.
 
 mod soak_abuse;
@@ -324,8 +325,12 @@ async fn soak_healthy_members_are_never_cut_memory_stays_bounded_and_presence_co
         "soak: /healthz asked {asked} times, {} late or wrong",
         slow.len()
     );
+    let mut hung = Vec::new();
     while let Ok(line) = abuse_log.try_recv() {
         println!("soak abuse: {line}");
+        if line.contains(soak_abuse::HUNG) {
+            hung.push(line);
+        }
     }
     for line in failures
         .iter()
@@ -338,7 +343,7 @@ async fn soak_healthy_members_are_never_cut_memory_stays_bounded_and_presence_co
     }
     assert!(
         failures.is_empty(),
-        "{} healthy members were cut or refused: {:?}",
+        "{} times a healthy member was refused, had a channel closed or was cut; first: {:?}",
         failures.len(),
         failures.first()
     );
@@ -350,6 +355,10 @@ async fn soak_healthy_members_are_never_cut_memory_stays_bounded_and_presence_co
     assert!(
         slow.is_empty(),
         "/healthz did not answer within {HEALTHZ_WITHIN:?}: {slow:?}"
+    );
+    assert!(
+        hung.is_empty(),
+        "abusive requests left hanging instead of refused: {hung:?}"
     );
     assert!(
         mismatches.is_empty(),

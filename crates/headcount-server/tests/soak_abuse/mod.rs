@@ -17,6 +17,10 @@ use tokio::time::{Instant, sleep_until, timeout};
 /// What an abuser met, for the test's summary.
 pub type Log = mpsc::UnboundedSender<String>;
 
+/// In a log line: a request the server neither answered nor refused in time. Bad input gets a
+/// clear error; the server must not hang on it.
+pub const HUNG: &str = "no answer within";
+
 /// A raw WebSocket (serializer 2.0.0) opened with an authenticated token of user `sub`.
 pub async fn connect(port: u16, sub: &str) -> io::Result<TcpStream> {
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
@@ -243,7 +247,7 @@ pub async fn huge_topics(port: u16, len: usize, log: Log) {
                 format!("{}", v[4])
             }
             Ok(Err(e)) => format!("connection ended: {e}"),
-            Err(_) => "no answer within 8 s".to_owned(),
+            Err(_) => format!("{HUNG} 8 s"),
         };
         let _ = log.send(format!(
             "huge {name} topic ({} B): {answer} after {:?}",
