@@ -398,20 +398,27 @@ impl Healthy {
 
 /// What a healthy client reports at the end.
 pub struct Report {
+    /// What the server did to it that a user would notice.
     pub failures: Vec<String>,
-    /// Still there at the end, and whether its views agree with the truth.
+    /// Still there at the end (it neither left for good nor was cut).
     pub stayed: bool,
+    /// If it stayed: how its views differed from the truth at its last look.
     pub mismatch: Option<String>,
 }
 
 /// Everything a healthy client task needs from the test.
 pub struct Wiring {
+    /// The server's port on 127.0.0.1.
     pub port: u16,
+    /// The start of the run, which its plan counts from.
     pub t0: Instant,
+    /// Where it records what it tracks and leaves.
     pub truth: Truth,
     /// Sent once its acting is over: its id and whether it stays for the convergence check.
     pub done: mpsc::UnboundedSender<(u64, bool)>,
+    /// Sent once its views first agree with the published truth.
     pub agreed: mpsc::UnboundedSender<u64>,
+    /// The truth, published once every member has stopped acting and the abusers are gone.
     pub published: watch::Receiver<Option<Arc<HashMap<String, Presence>>>>,
     /// Sent once its last look at the views is taken (while nobody has left yet).
     pub checked: mpsc::UnboundedSender<u64>,
@@ -419,6 +426,7 @@ pub struct Wiring {
     pub finish: watch::Receiver<u8>,
 }
 
+/// Healthy client `id`: follows its [`plan`], then keeps reading until told to close.
 pub async fn healthy(id: u64, w: Wiring) -> Report {
     let (start, mut acts) = plan(id);
     acts.reverse();
