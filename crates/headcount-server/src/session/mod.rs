@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use headcount_presence::Payload as PresencePayload;
 use headcount_protocol::encode::{self, Status};
 use headcount_protocol::{ClientMessage, Payload, Ref, decode_binary, decode_text};
 use serde_json::Value;
@@ -24,6 +23,7 @@ use crate::policy::Grants;
 use crate::ws::close_code;
 
 mod options;
+mod presence;
 mod rates;
 pub use options::{JoinOptions, KEY_TOO_LONG, PRESENCE_BYTES_EXCEEDED};
 use rates::{RATE_EVENTS, RATE_JOINS, RATE_PRESENCE, SocketRates, Verdict};
@@ -391,123 +391,6 @@ impl Session {
         if joined.ack {
             self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
         }
-    }
-
-    /// A presence call: the client window first (every call counts), then track or untrack.
-    fn presence(&mut self, m: &ClientMessage<'_>, now_ms: u64) {
-        let value: Value = m
-            .payload
-            .as_json()
-            .and_then(|p| serde_json::from_str(p.get()).ok())
-            .unwrap_or(Value::Null);
-        let Some(event) = value.get("event") else {
-            self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
-            return;
-        };
-        if !self
-            .rates
-            .presence_call(&self.hub.config.limits, &m.topic, now_ms)
-        {
-            self.hub.metrics.refused(Limit::ClientPresence);
-            self.shut_down(&m.topic, "Client presence rate limit exceeded", now_ms);
-            return;
-        }
-        let joined = &self.channels[&*m.topic];
-        match event.as_str().map(str::to_ascii_lowercase).as_deref() {
-            Some("track") => {
-                if !joined.grants.presence_write {
-                    self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Error, "{}");
-                    return;
-                }
-                let payload = match value.get("payload") {
-                    None => Ok(PresencePayload::empty()),
-                    Some(p) => PresencePayload::from_value(p.clone()),
-                };
-                let payload = match payload {
-                    Ok(payload) => payload,
-                    Err(e) => {
-                        return self.reply_reason(
-                            &m.join_ref,
-                            &m.msg_ref,
-                            &m.topic,
-                            &e.to_string(),
-                        );
-                    }
-                };
-                if self.hub.config.strict_presence
-                    && joined.claims.sub.as_deref() != Some(&joined.presence_key)
-                {
-                    return self.reply_reason(
-                        &m.join_ref,
-                        &m.msg_ref,
-                        &m.topic,
-                        "StrictPresence: the presence key must equal the token's sub",
-                    );
-                }
-                if joined.channel.tracked_payload(joined.member).as_ref() == Some(&payload) {
-                    // An identical re-track changes nothing.
-                    return self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
-                }
-                // The key is stored and sent with every meta: it counts toward the payload.
-                let size = payload.as_str().len() + joined.presence_key.len();
-                if size > self.hub.config.limits.max_payload_bytes() {
-                    self.hub.metrics.refused(Limit::PayloadSize);
-                    return self.shut_down(&m.topic, "Track message size exceeded", now_ms);
-                }
-                if size + self.presence_bytes_elsewhere(&m.topic)
-                    > self.hub.config.max_presence_bytes_per_client
-                {
-                    self.hub.metrics.refused(Limit::PayloadSize);
-                    return self.reply_reason(
-                        &m.join_ref,
-                        &m.msg_ref,
-                        &m.topic,
-                        PRESENCE_BYTES_EXCEEDED,
-                    );
-                }
-                match self.rates.track(&self.hub, now_ms) {
-                    Verdict::Allowed => {}
-                    Verdict::OverClient => return self.shut_down(&m.topic, RATE_PRESENCE, now_ms),
-                    Verdict::OverNode => {
-                        // Others used the node's limit up: this track is refused; the channel
-                        // and the member's current presence stay.
-                        let (jr, topic) = (&m.join_ref, &m.topic);
-                        return self.reply_reason(jr, &m.msg_ref, topic, RATE_PRESENCE);
-                    }
-                }
-                let joined = &self.channels[&*m.topic];
-                let reply = self.reply_frame(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
-                let phx_ref = self.hub.next_phx_ref(now_ms.saturating_mul(1_000_000));
-                joined.channel.track(
-                    joined.member,
-                    &self.conn,
-                    &joined.presence_key,
-                    payload,
-                    phx_ref,
-                    reply,
-                );
-            }
-            Some("untrack") => {
-                let reply = self.reply_frame(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
-                joined
-                    .channel
-                    .untrack(joined.member, &self.conn, Some(reply));
-            }
-            _ => self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Error, "{}"),
-        }
-    }
-
-    /// Bytes of presence (key and payload) this socket tracks on its channels other than
-    /// `topic`. Computed when asked (tracks are rate-limited per member), so no count can drift.
-    fn presence_bytes_elsewhere(&self, topic: &str) -> usize {
-        self.channels
-            .iter()
-            .filter(|(t, _)| &***t != topic)
-            .filter_map(|(_, j)| {
-                let payload = j.channel.tracked_payload(j.member)?;
-                Some(payload.as_str().len() + j.presence_key.len())
-            })
-            .sum()
     }
 
     /// `access_token`: never answered. A good token replaces the channel's (and, on a private
