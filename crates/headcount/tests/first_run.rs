@@ -547,3 +547,47 @@ fn watch_defaults_to_port_4000_and_stops_on_a_401_with_the_reason() {
         "{err}"
     );
 }
+
+/// Defect: the password of a `redis+unix://...?pass=` URL was printed in the start banner.
+/// A real Redis on a Unix socket that requires that password, so the node really connects.
+#[test]
+fn the_banner_hides_the_password_of_a_unix_socket_redis_url() {
+    let dir = std::env::temp_dir().join(format!("headcount-banner-redis-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let socket = dir.join("redis.sock");
+    let password = "pw-of-the-unix-socket-redis";
+    let mut redis = Command::new("redis-server")
+        .args(["--port", "0", "--unixsocket", socket.to_str().unwrap()])
+        .args([
+            "--requirepass",
+            password,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed (scripts/test installs it)");
+    let deadline = Instant::now() + WAIT;
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "redis-server did not open its socket"
+        );
+        std::thread::sleep(Duration::from_millis(20)); // polling for the socket, not settling
+    }
+    let url = format!("redis+unix://{}?pass={password}", socket.display());
+    let server = Serve::start(&["--jwt-secret", SECRET, "--redis", &url]);
+    let banner = server.banner.clone();
+    drop(server);
+    let _ = redis.kill();
+    let _ = redis.wait();
+    std::fs::remove_dir_all(&dir).ok();
+    assert!(banner.contains("cluster: node"), "{banner}");
+    assert!(
+        !banner.contains(password) && banner.contains("?pass=<redacted>"),
+        "{banner}"
+    );
+}
