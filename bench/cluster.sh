@@ -83,7 +83,8 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
-secret="cluster-$(date +%s)-$RANDOM"
+# At least 32 bytes: `serve` refuses shorter secrets.
+secret="cluster-$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"
 redis_port=""
 redis_pid=""
 node_urls=()

@@ -51,7 +51,8 @@ if [ -n "$peers" ]; then
   bench/peers/install.sh >&2
 fi
 
-secret="bench-$(date +%s)-$RANDOM"
+# At least 32 bytes: `serve` refuses shorter secrets.
+secret="bench-$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"
 server_pid=""
 stop_server() {
   if [ -n "$server_pid" ]; then

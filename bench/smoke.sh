@@ -13,7 +13,8 @@ if [ -z "$bin" ]; then
   bin=target/debug/headcount
 fi
 out="$(mktemp -d)"
-secret="smoke-$$-$RANDOM"
+# At least 32 bytes: `serve` refuses shorter secrets.
+secret="smoke-$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"
 server_pid=""
 cluster_pids=()
 cleanup() {

@@ -45,7 +45,8 @@ export function claimsOf(token) {
 export async function cliToken(secret, { role = 'authenticated', sub, expIn } = {}) {
   const args = ['token', `--jwt-secret=${secret}`, `--role=${role}`];
   if (sub !== undefined) args.push(`--sub=${sub}`);
-  if (expIn !== undefined) args.push(`--exp-in=${expIn}`);
+  // `--exp-in` takes positive durations only; an already expired token sets `exp` itself.
+  if (expIn !== undefined) args.push(expIn > 0 ? `--exp-in=${expIn}` : `--claim=exp=${nowSeconds() + expIn}`);
   const { stdout } = await promisify(execFile)(HEADCOUNT_BIN, args, { timeout: 10_000 });
   return stdout.trim();
 }

@@ -310,10 +310,20 @@ fn check_built(t: &Token) {
                 }),
             },
         };
-        match (exp, claims.get("role")) {
-            (Err(e), _) => Err(e),
-            (Ok(Some(exp)), Some(Value::String(role))) => Ok((role.clone(), exp)),
-            (Ok(_), _) => Err(AuthError::MissingClaims),
+        // `nbf` (an extra claim may be named so) is checked after `exp`, before the required
+        // claims, with no leeway.
+        let nbf = match claims.get("nbf").map(Value::as_i64) {
+            None => Ok(()),
+            Some(None) => Err(AuthError::InvalidNbf),
+            Some(Some(nbf)) if nbf <= now => Ok(()),
+            Some(Some(nbf)) => Err(AuthError::NotYetValid {
+                seconds_early: nbf.saturating_sub(now),
+            }),
+        };
+        match (exp, nbf, claims.get("role")) {
+            (Err(e), _, _) | (_, Err(e), _) => Err(e),
+            (Ok(Some(exp)), Ok(()), Some(Value::String(role))) => Ok((role.clone(), exp)),
+            (Ok(_), Ok(()), _) => Err(AuthError::MissingClaims),
         }
     };
     let got = got.map(|c| (c.role, c.exp));
@@ -342,10 +352,11 @@ fn check_raw(token: &str) {
         assert!(!e.join_reason().is_empty() && !e.connect_error().is_empty());
     }
     // Much later, a token is refused the same way, or for expiry (which is checked before the
-    // claims `role` and `exp` are required).
+    // claims `role` and `exp` are required); one that was not valid yet may have become so.
     let later = (u64::MAX / 1000) as i64;
     match (&got, &verifier.verify(token, later)) {
         (Err(a), Err(b)) if a == b => {}
+        (Err(AuthError::NotYetValid { .. }), _) => {}
         (
             Ok(_) | Err(AuthError::Expired { .. } | AuthError::MissingClaims),
             Err(AuthError::Expired { .. }),

@@ -3,7 +3,9 @@
 //! A token is checked in Supabase's order: its claims and header must decode to JSON objects
 //! (else *malformed*); the header must say `"typ":"JWT"` with an HS256/384/512 `alg` (else the
 //! *signer* error); the signature must verify with the secret; `exp`, when present, must lie in
-//! the future; and `role` and `exp` must both be present.
+//! the future; `nbf`, when present, must not (Supabase does not look at `nbf`; we refuse a token
+//! that says it is not valid yet, with no leeway, as for `exp`); and `role` and `exp` must both be
+//! present.
 //!
 //! Accepted tokens are remembered (see [`Verifier::verify`]): every client of an app connects
 //! with the same anon key, and realtime-js sends its token again in each join, so the same
@@ -42,6 +44,15 @@ pub enum AuthError {
     /// `exp` is not an integer.
     #[error("Token expiration time is invalid")]
     InvalidExp,
+    /// `nbf` (not before) is in the future. Supabase has no string for it (it ignores `nbf`).
+    #[error("Token is not valid yet, it becomes valid in {seconds_early} seconds")]
+    NotYetValid {
+        /// How long until `nbf`.
+        seconds_early: i64,
+    },
+    /// `nbf` is not an integer.
+    #[error("Token not-before time is invalid")]
+    InvalidNbf,
 }
 
 impl AuthError {
@@ -51,9 +62,11 @@ impl AuthError {
             AuthError::Malformed => "MalformedJWT",
             AuthError::Signature => "JwtSignatureError",
             AuthError::Signer => "JwtSignerError",
-            AuthError::MissingClaims | AuthError::Expired { .. } | AuthError::InvalidExp => {
-                "InvalidJWTToken"
-            }
+            AuthError::MissingClaims
+            | AuthError::Expired { .. }
+            | AuthError::InvalidExp
+            | AuthError::NotYetValid { .. }
+            | AuthError::InvalidNbf => "InvalidJWTToken",
         };
         format!("{code}: {self}")
     }
@@ -61,13 +74,16 @@ impl AuthError {
     /// The `error` of a refused WebSocket upgrade (HTTP 401).
     pub fn connect_error(&self) -> &'static str {
         match self {
-            AuthError::Malformed | AuthError::InvalidExp => "The token provided is not a valid JWT",
+            AuthError::Malformed | AuthError::InvalidExp | AuthError::InvalidNbf => {
+                "The token provided is not a valid JWT"
+            }
             AuthError::Signature => "Failed to validate JWT signature",
             AuthError::Signer => {
                 "Failed to generate JWT signer, check your JWT secret or JWKS configuration"
             }
             AuthError::MissingClaims => "Fields `role` and `exp` are required in JWT",
             AuthError::Expired { .. } => "Token has expired",
+            AuthError::NotYetValid { .. } => "Token is not valid yet",
         }
     }
 }
@@ -306,6 +322,18 @@ impl Verifier {
                 None => return Err(AuthError::InvalidExp),
             },
         };
+        // Checked after `exp`, before the required claims: a token that is both expired and not
+        // valid yet (nbf > exp) reports its expiry, as a client would look for first.
+        match claims.get("nbf").map(Value::as_i64) {
+            None => {}
+            Some(Some(nbf)) if nbf <= now => {}
+            Some(Some(nbf)) => {
+                return Err(AuthError::NotYetValid {
+                    seconds_early: nbf.saturating_sub(now),
+                });
+            }
+            Some(None) => return Err(AuthError::InvalidNbf),
+        }
         let (Some(Value::String(role)), Some(exp)) = (claims.get("role"), exp) else {
             return Err(AuthError::MissingClaims);
         };
@@ -315,6 +343,46 @@ impl Verifier {
             sub: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
             all: claims,
         })
+    }
+}
+
+/// The shortest JWT secret accepted, in bytes: Supabase's minimum, and what HS256 needs to be
+/// as strong as its hash.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// What `headcount serve --print-config` writes in place of a secret. A file written by it and
+/// used as is must not make this text the secret.
+pub const REDACTED: &str = "<redacted>";
+
+/// Why a JWT secret was refused (at start, by `headcount serve` and `headcount token`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// An empty secret: most often an unset shell variable (`--jwt-secret "$SECRET"`).
+    #[error(
+        "the JWT secret is empty (an unset shell variable?); give one of at least 32 bytes, or none to have one generated"
+    )]
+    Empty,
+    /// The redaction placeholder of `--print-config`.
+    #[error(
+        "the JWT secret is the placeholder \"<redacted>\" written by --print-config; put the real secret in its place"
+    )]
+    Placeholder,
+    /// Fewer than [`MIN_SECRET_BYTES`] bytes.
+    #[error("the JWT secret is {0} bytes long; it must be at least 32 bytes")]
+    TooShort(usize),
+}
+
+/// Checks that `secret` can sign tokens nobody can guess: at least [`MIN_SECRET_BYTES`] bytes and
+/// not the [`REDACTED`] placeholder.
+pub fn check_secret(secret: &str) -> Result<(), SecretError> {
+    if secret.is_empty() {
+        Err(SecretError::Empty)
+    } else if secret.contains(REDACTED) {
+        Err(SecretError::Placeholder)
+    } else if secret.len() < MIN_SECRET_BYTES {
+        Err(SecretError::TooShort(secret.len()))
+    } else {
+        Ok(())
     }
 }
 
@@ -453,6 +521,50 @@ mod tests {
                 seconds_ago: i64::MAX
             })
         );
+    }
+
+    #[test]
+    fn nbf_in_the_future_is_refused_and_now_or_past_accepted() {
+        let with_nbf = |nbf: Value| {
+            sign_claims(
+                "secret",
+                &serde_json::json!({"role": "anon", "exp": NOW + 100, "nbf": nbf}),
+            )
+        };
+        assert_eq!(
+            v().verify(&with_nbf(Value::from(NOW + 5)), NOW),
+            Err(AuthError::NotYetValid { seconds_early: 5 })
+        );
+        assert_eq!(
+            AuthError::NotYetValid { seconds_early: 5 }.join_reason(),
+            "InvalidJWTToken: Token is not valid yet, it becomes valid in 5 seconds"
+        );
+        assert!(v().verify(&with_nbf(Value::from(NOW)), NOW).is_ok());
+        assert!(v().verify(&with_nbf(Value::from(NOW - 5)), NOW).is_ok());
+        assert_eq!(
+            v().verify(&with_nbf(Value::from("soon")), NOW),
+            Err(AuthError::InvalidNbf)
+        );
+        assert_eq!(
+            v().verify(&with_nbf(Value::from(i64::MAX)), NOW - 1),
+            Err(AuthError::NotYetValid {
+                seconds_early: i64::MAX - NOW + 1
+            })
+        );
+    }
+
+    #[test]
+    fn secrets_need_32_bytes_and_are_not_the_placeholder() {
+        assert_eq!(check_secret(""), Err(SecretError::Empty));
+        assert_eq!(check_secret("x"), Err(SecretError::TooShort(1)));
+        assert_eq!(
+            check_secret(&"x".repeat(31)),
+            Err(SecretError::TooShort(31))
+        );
+        assert_eq!(check_secret(&"x".repeat(32)), Ok(()));
+        assert_eq!(check_secret(REDACTED), Err(SecretError::Placeholder));
+        let padded = format!("{REDACTED}{}", "x".repeat(32));
+        assert_eq!(check_secret(&padded), Err(SecretError::Placeholder));
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! The HTTP surface: the WebSocket endpoints and the plain pages around them.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,7 +17,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, info};
 
 use crate::conn::Conn;
 use crate::driver;
@@ -120,9 +121,19 @@ async fn metrics(State(hub): State<Arc<Hub>>) -> Response {
         .into_response()
 }
 
-/// A refused upgrade, counted.
-fn refuse(hub: &Hub, status: StatusCode, message: &str) -> Response {
+/// A refused upgrade, counted and logged at the default level with the peer's address and the
+/// reason (never the token: `reason` is one of our own strings), so an operator can see why a
+/// client cannot connect.
+fn refuse(
+    hub: &Hub,
+    remote: Option<SocketAddr>,
+    status: StatusCode,
+    message: &str,
+    reason: &str,
+) -> Response {
     Metrics::inc(&hub.metrics.connections_refused_total);
+    let remote = remote.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    info!(%remote, status = status.as_u16(), reason, "refused a WebSocket upgrade");
     if status == StatusCode::FORBIDDEN && message.is_empty() {
         return status.into_response();
     }
@@ -151,8 +162,12 @@ async fn websocket(
     Query(params): Query<HashMap<String, String>>,
     mut req: Request,
 ) -> Response {
+    let remote = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let Some(serializer) = Serializer::from_vsn(params.get("vsn").map(String::as_str)) else {
-        return refuse(&hub, StatusCode::FORBIDDEN, "");
+        return refuse(&hub, remote, StatusCode::FORBIDDEN, "", "unsupported vsn");
     };
     let headers = req.headers();
     let apikey = headers
@@ -161,7 +176,8 @@ async fn websocket(
         .map(str::to_owned)
         .or_else(|| params.get("apikey").cloned());
     let Some(apikey) = apikey else {
-        return refuse(&hub, StatusCode::UNAUTHORIZED, "API key is missing");
+        let reason = "API key is missing";
+        return refuse(&hub, remote, StatusCode::UNAUTHORIZED, reason, reason);
     };
     if let Some(origin) = headers.get(header::ORIGIN)
         && !hub.config.allowed_origins.is_empty()
@@ -171,14 +187,31 @@ async fn websocket(
             .iter()
             .any(|o| o.as_bytes() == origin.as_bytes())
     {
-        return refuse(&hub, StatusCode::FORBIDDEN, "Origin not allowed");
+        // The origin is logged so an operator can see which entry is missing.
+        let reason = format!(
+            "Origin not allowed: {}",
+            String::from_utf8_lossy(origin.as_bytes())
+        );
+        return refuse(
+            &hub,
+            remote,
+            StatusCode::FORBIDDEN,
+            "Origin not allowed",
+            &reason,
+        );
     }
     let now = driver::now_ms();
     let claims = match hub.config.verifier.verify(&apikey, (now / 1000) as i64) {
         Ok(claims) => claims,
         Err(e) => {
-            debug!(error = %e, "refused a connection");
-            return refuse(&hub, StatusCode::UNAUTHORIZED, e.connect_error());
+            let reason = e.to_string();
+            return refuse(
+                &hub,
+                remote,
+                StatusCode::UNAUTHORIZED,
+                e.connect_error(),
+                &reason,
+            );
         }
     };
     let limits = &hub.config.limits;
@@ -187,19 +220,13 @@ async fn websocket(
         .is_some_and(|max| hub.users.load(Ordering::Relaxed) >= max)
     {
         hub.metrics.refused(Limit::Users);
-        return refuse(
-            &hub,
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many connected users",
-        );
+        let reason = "Too many connected users";
+        return refuse(&hub, remote, StatusCode::TOO_MANY_REQUESTS, reason, reason);
     }
     if hub.joins.is_full(now) {
         hub.metrics.refused(Limit::Joins);
-        return refuse(
-            &hub,
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many joins per second",
-        );
+        let reason = "Too many joins per second";
+        return refuse(&hub, remote, StatusCode::TOO_MANY_REQUESTS, reason, reason);
     }
     let key = headers
         .get(header::SEC_WEBSOCKET_KEY)
@@ -263,13 +290,19 @@ async fn websocket(
 }
 
 /// Serves HTTP on one accepted TCP connection until it ends, is upgraded, or the server stops.
+/// Every request carries the peer's address as a [`ConnectInfo`] extension.
 pub async fn serve_connection(
     stream: TcpStream,
+    peer: SocketAddr,
     app: Router,
     header_timeout: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let app = tower::util::MapRequest::new(app, move |mut req: Request<hyper::body::Incoming>| {
+        req.extensions_mut().insert(ConnectInfo(peer));
+        req
+    });
     let service = TowerToHyperService::new(app);
     let connection = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

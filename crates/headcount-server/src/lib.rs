@@ -87,8 +87,8 @@ pub async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
-                    tokio::spawn(http::serve_connection(stream, app.clone(), header_timeout, stop_rx.clone()));
+                Ok((stream, peer)) => {
+                    tokio::spawn(http::serve_connection(stream, peer, app.clone(), header_timeout, stop_rx.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors, most likely: back off instead of spinning.

@@ -360,3 +360,47 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Defect: `nbf` was not checked, so a token that says it is not valid yet was accepted.
+/// With no leeway, as for `exp`: `nbf` now or in the past is valid, one second ahead is not.
+#[tokio::test]
+async fn nbf_is_checked_on_the_upgrade_and_in_a_join() {
+    let server = TestServer::start().await;
+    let hs = EncodingKey::from_secret(SECRET.as_bytes());
+    let with_nbf = |nbf: i64| {
+        let c = json!({"role": "authenticated", "sub": "u1", "exp": now_secs() + 600, "nbf": nbf});
+        sign(Algorithm::HS256, None, &hs, &c)
+    };
+    // A minute ahead: far enough that the clock cannot reach it during the test.
+    let early = with_nbf(now_secs() + 60);
+    let refused = WsClient::connect(&server.ws_url(Some("2.0.0"), &early))
+        .await
+        .err()
+        .expect("a token with nbf in the future is refused at the upgrade");
+    assert_eq!(refused.status, 401);
+    let body: Value = serde_json::from_str(&refused.body).unwrap();
+    assert_eq!(body["error"], "Token is not valid yet");
+
+    let mut member = server.client("2.0.0").await;
+    let (_, reply) = member
+        .join_with("realtime:r", json!({"config": {}, "access_token": early}))
+        .await;
+    assert_eq!(reply.payload["status"], "error");
+    let reason = reply.payload["response"]["reason"].as_str().unwrap();
+    let seconds = reason
+        .strip_prefix("InvalidJWTToken: Token is not valid yet, it becomes valid in ")
+        .and_then(|rest| rest.strip_suffix(" seconds"))
+        .and_then(|n| n.parse::<i64>().ok());
+    assert!(seconds.is_some_and(|s| (55..=60).contains(&s)), "{reason}");
+
+    for (name, nbf) in [("now", now_secs()), ("in the past", now_secs() - 60)] {
+        let token = with_nbf(nbf);
+        let mut c = WsClient::connect(&server.ws_url(Some("2.0.0"), &token))
+            .await
+            .unwrap_or_else(|r| panic!("nbf {name} is accepted at the upgrade: {r:?}"));
+        let (_, reply) = c
+            .join_with("realtime:r", json!({"config": {}, "access_token": token}))
+            .await;
+        assert_eq!(reply.payload["status"], "ok", "nbf {name} in a join");
+    }
+}

@@ -6,7 +6,9 @@
 //! * `headcount bench`: runs a load scenario against a server on this machine
 //!   (`headcount-bench`).
 
+mod checks;
 mod settings;
+mod token;
 mod watch;
 
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use base64::Engine;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use headcount_server::auth;
 use settings::{LogFormat, Settings};
 
@@ -34,11 +36,11 @@ enum Command {
     /// Run the server.
     Serve(Box<ServeArgs>),
     /// Print a signed JWT.
-    Token(TokenArgs),
+    Token(token::TokenArgs),
     /// Join a channel, track yourself, and watch who is there.
     Watch(watch::WatchArgs),
     /// Run a load scenario against a server on this machine (idle, fanout, presence-storm,
-    /// join-rate).
+    /// join-rate, ghosts).
     Bench(Box<headcount_bench::BenchArgs>),
 }
 
@@ -54,32 +56,6 @@ struct ServeArgs {
     settings: Settings,
 }
 
-#[derive(Args, Debug)]
-struct TokenArgs {
-    /// The secret to sign with.
-    #[arg(
-        long,
-        env = "HEADCOUNT_JWT_SECRET",
-        hide_env_values = true,
-        allow_hyphen_values = true
-    )]
-    jwt_secret: String,
-    /// The `role` claim (`anon`, `authenticated`, `service_role`, ...).
-    #[arg(long)]
-    role: String,
-    /// The `sub` claim (the user id).
-    #[arg(long)]
-    sub: Option<String>,
-    /// Seconds until the token expires.
-    #[arg(
-        long,
-        default_value_t = 3600,
-        value_name = "SECONDS",
-        allow_negative_numbers = true
-    )]
-    exp_in: i64,
-}
-
 fn now_secs() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -87,23 +63,30 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// The command line, with two adjustments to every argument read from the environment:
+///
+/// * a variable set to the empty string counts as unset (`HEADCOUNT_JWT_SECRET=` in a unit
+///   file or an exported unset shell variable means "not given", not "the empty value");
+/// * `--help` shows `[env: NAME]` rather than `[env: NAME=]` for a variable that is unset.
+fn command() -> clap::Command {
+    fn adjust(cmd: clap::Command) -> clap::Command {
+        cmd.mut_args(|arg| {
+            let value = arg.get_env().map(std::env::var_os);
+            match value {
+                Some(Some(v)) if v.is_empty() => arg.env(None::<&str>).hide_env_values(true),
+                Some(None) => arg.hide_env_values(true),
+                _ => arg,
+            }
+        })
+        .mut_subcommands(adjust)
+    }
+    adjust(Cli::command())
+}
+
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     match cli.command {
-        Command::Token(args) => {
-            let now = now_secs();
-            println!(
-                "{}",
-                auth::sign(
-                    &args.jwt_secret,
-                    &args.role,
-                    args.sub.as_deref(),
-                    now,
-                    now + args.exp_in
-                )
-            );
-            Ok(())
-        }
+        Command::Token(args) => token::run(args, now_secs()),
         Command::Serve(args) => serve(*args),
         Command::Watch(args) => watch::run(args),
         Command::Bench(args) => headcount_bench::main(*args),
@@ -118,11 +101,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
     };
-    let settings = args.settings.or(&file).or(&Settings::defaults());
+    let mut settings = args.settings.or(&file).or(&Settings::defaults());
+    checks::settings(&mut settings)?;
     if args.print_config {
         print!("{}", settings.to_redacted_toml());
         return Ok(());
     }
+    checks::cluster(&settings)?;
     init_logging(settings.log_format.unwrap_or_default());
 
     let generated = settings.jwt_secret.is_none();
@@ -151,6 +136,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("headcount {} is running.\n", env!("CARGO_PKG_VERSION"));
         println!("         API URL: http://{addr}");
         println!("   WebSocket URL: ws://{addr}/realtime/v1/websocket");
+        println!("       Demo page: http://{addr}/");
+        println!("      Admin page: http://{addr}/admin");
         println!("        anon key: {anon}");
         if generated {
             let service = auth::sign(&secret, "service_role", None, now, now + KEY_LIFETIME);

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 use headcount_server::Config;
-use headcount_server::auth::Verifier;
+use headcount_server::auth::{REDACTED, Verifier};
 use headcount_server::config::Limits;
 use headcount_server::policy::Policy;
 use serde::{Deserialize, Serialize};
@@ -253,7 +253,7 @@ impl Settings {
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         if shown.jwt_secret.is_some() {
-            shown.jwt_secret = Some("<redacted>".into());
+            shown.jwt_secret = Some(REDACTED.into());
         }
         if let Some(url) = &shown.redis_url {
             shown.redis_url = Some(redact_url(url));
@@ -330,17 +330,54 @@ impl Settings {
     }
 }
 
-/// A URL with its password replaced by `<redacted>`.
+/// A URL with every credential replaced by `<redacted>`: the userinfo's password
+/// (`redis://user:pw@host`, `redis://:pw@host`; a userinfo with no `:` is redacted whole, as some
+/// clients take it for a password) and every query parameter that can carry one
+/// (`redis+unix:///run/redis.sock?pass=pw`, `?password=`, `?token=`, ...). When in doubt it
+/// redacts more, never less: a password holding `@` or `?` unescaped stays hidden.
 pub fn redact_url(url: &str) -> String {
-    // redis://user:password@host → redis://user:<redacted>@host
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            let user = creds.split(':').next().unwrap_or("");
-            format!("{}{user}:<redacted>{}", &url[..scheme + 3], &url[at..])
+    const SECRET_PARAMS: [&str; 11] = [
+        "pass",
+        "password",
+        "passwd",
+        "pwd",
+        "secret",
+        "token",
+        "auth",
+        "key",
+        "apikey",
+        "api_key",
+        "access_token",
+    ];
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let (mut out, rest) = match url.rfind('@').filter(|at| *at >= after_scheme) {
+        Some(at) if after_scheme > 0 => {
+            let creds = &url[after_scheme..at];
+            let shown = match creds.split_once(':') {
+                Some((user, _)) => format!("{user}:{REDACTED}"),
+                None => REDACTED.to_owned(),
+            };
+            (format!("{}{shown}", &url[..after_scheme]), &url[at..])
         }
-        _ => url.to_owned(),
-    }
+        _ => (String::new(), url),
+    };
+    let Some((path, query)) = rest.split_once('?') else {
+        out.push_str(rest);
+        return out;
+    };
+    out.push_str(path);
+    out.push('?');
+    let params: Vec<String> = query
+        .split('&')
+        .map(|param| match param.split_once('=') {
+            Some((name, _)) if SECRET_PARAMS.contains(&name.to_ascii_lowercase().as_str()) => {
+                format!("{name}={REDACTED}")
+            }
+            _ => param.to_owned(),
+        })
+        .collect();
+    out.push_str(&params.join("&"));
+    out
 }
 
 #[cfg(test)]
@@ -440,6 +477,35 @@ mod tests {
             shown.contains("redis://me:<redacted>@127.0.0.1:6379"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn every_credential_form_in_a_url_is_redacted() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            ("redis://me:pw@h:6379/0", "redis://me:<redacted>@h:6379/0"),
+            ("rediss://:pw@h", "rediss://:<redacted>@h"),
+            ("redis://pw@h", "redis://<redacted>@h"),
+            ("redis://me:p@w/x?@h", "redis://me:<redacted>@h"),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=pw",
+                "redis+unix:///run/redis.sock?db=1&pass=<redacted>",
+            ),
+            (
+                "unix:///run/redis.sock?Password=pw&user=me",
+                "unix:///run/redis.sock?Password=<redacted>&user=me",
+            ),
+            (
+                "redis://h?token=pw&auth=pw&pwd=pw",
+                "redis://h?token=<redacted>&auth=<redacted>&pwd=<redacted>",
+            ),
+            (
+                "postgres://u:pw@db/app?sslmode=require",
+                "postgres://u:<redacted>@db/app?sslmode=require",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct WatchArgs {
     /// The channel name (without the `realtime:` prefix).
     channel: String,
     /// The server: `http(s)://host[:port]` as given to supabase-js, or a `ws(s)://` endpoint.
-    #[arg(long, env = "HEADCOUNT_URL")]
+    #[arg(long, env = "HEADCOUNT_URL", default_value = "http://127.0.0.1:4000")]
     url: String,
     /// The API key (the anon key).
     #[arg(long, env = "HEADCOUNT_APIKEY", hide_env_values = true)]
@@ -118,6 +118,7 @@ async fn watch(args: WatchArgs, serializer: Serializer, status: Value) -> anyhow
     view.redraw()?;
     let stop = shutdown_signal();
     tokio::pin!(stop);
+    let mut refused = None;
     loop {
         tokio::select! {
             () = &mut stop => break,
@@ -134,16 +135,45 @@ async fn watch(args: WatchArgs, serializer: Serializer, status: Value) -> anyhow
                     break;
                 }
                 let state = connection.borrow_and_update().clone();
+                refused = refusal(&state);
                 view.on_connection(state)?;
+                if refused.is_some() {
+                    break;
+                }
             }
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(2), presence.leave()).await;
+    if refused.is_none() {
+        let _ = tokio::time::timeout(Duration::from_secs(2), presence.leave()).await;
+    }
     client.disconnect().await;
     if matches!(view.mode, Mode::Screen) {
         println!();
     }
-    Ok(())
+    match refused {
+        Some(reason) => anyhow::bail!("the server refused the connection: {reason}"),
+        None => Ok(()),
+    }
+}
+
+/// The server's reason when it refused the upgrade for good (401: the key is bad or expired;
+/// 403: the origin or serializer is not allowed): trying again would only be refused again.
+/// Other failures (a server not up yet, 429, a dropped network) are worth retrying.
+fn refusal(state: &ConnectionState) -> Option<String> {
+    let ConnectionState::Reconnecting {
+        error: Some(error), ..
+    } = state
+    else {
+        return None;
+    };
+    let body = error
+        .strip_prefix("HTTP 401: ")
+        .or_else(|| error.strip_prefix("HTTP 403: "))?;
+    let reason = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| error.clone());
+    Some(reason)
 }
 
 impl View {

@@ -44,7 +44,7 @@ fn flags_beat_environment_which_beats_the_file() {
             "--idle-timeout",
             "5",
             "--jwt-secret",
-            "-starts-with-a-dash",
+            "-starts-with-a-dash-and-is-long-enough",
         ],
         &[
             ("HEADCOUNT_IDLE_TIMEOUT", "6"),
