@@ -38,7 +38,8 @@
 //!   entries are reaped and never written again.
 //! * **No blocking**: trait methods take one short mutex and return. The queue holds at most one
 //!   write per local member (coalesced: only its latest entry is written) and at most
-//!   `queue_bound` broadcasts (more are dropped and counted).
+//!   `queue_bound` broadcasts and `queue_bytes` bytes of broadcasts, the batch being sent
+//!   included (more are dropped and counted).
 //!
 //! # When Redis fails
 //!
@@ -81,6 +82,9 @@ use tokio::task::JoinHandle;
 
 use node::Inner;
 
+/// The default of [`RedisOptions::queue_bytes`].
+pub const DEFAULT_QUEUE_BYTES: usize = 16 << 20;
+
 /// How a [`RedisCluster`] behaves. Start from [`RedisOptions::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisOptions {
@@ -95,6 +99,10 @@ pub struct RedisOptions {
     pub call_timeout: Duration,
     /// How many broadcasts may wait for Redis before more are dropped (default 10 000).
     pub queue_bound: usize,
+    /// How many bytes of broadcasts the node may hold for Redis (waiting, and in the batch
+    /// being sent) before more are dropped (default 16 MiB: five of the largest legal
+    /// broadcasts, tens of thousands of small ones).
+    pub queue_bytes: usize,
 }
 
 impl Default for RedisOptions {
@@ -105,6 +113,7 @@ impl Default for RedisOptions {
             heartbeat_interval: None,
             call_timeout: Duration::from_secs(2),
             queue_bound: 10_000,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
         }
     }
 }
@@ -119,6 +128,12 @@ impl RedisOptions {
     /// These options with node timeout `timeout`.
     pub fn with_node_timeout(mut self, timeout: Duration) -> Self {
         self.node_timeout = timeout;
+        self
+    }
+
+    /// These options with a byte bound of `bytes` on the queue toward Redis.
+    pub fn with_queue_bytes(mut self, bytes: usize) -> Self {
+        self.queue_bytes = bytes;
         self
     }
 
@@ -147,6 +162,9 @@ impl RedisOptions {
         }
         if self.queue_bound == 0 {
             return bad("the queue bound must be positive");
+        }
+        if self.queue_bytes == 0 {
+            return bad("the queue's byte bound must be positive");
         }
         Ok(())
     }
@@ -195,7 +213,7 @@ pub struct Stats {
 /// A node of a Redis-backed cluster. See the crate documentation.
 pub struct RedisCluster {
     inner: Arc<Inner>,
-    /// The writer, heartbeat, reaper and subscriber tasks (aborted on drop).
+    /// The writer, heartbeat, reaper, subscriber and watchdog tasks (aborted on drop).
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -224,6 +242,7 @@ impl RedisCluster {
             tokio::spawn(liveness::heartbeat(inner.clone())),
             tokio::spawn(liveness::reaper(inner.clone())),
             tokio::spawn(subscriber::run(inner.clone())),
+            tokio::spawn(liveness::watch(inner.clone())),
         ];
         tracing::info!(node = %inner.node, prefix = %inner.options.prefix, "joined the redis cluster");
         Ok(Arc::new(RedisCluster {
