@@ -421,10 +421,13 @@ async fn emptied_channels_leave_only_sequence_keys_that_expire_within_a_minute()
     let presence = format!("{}:{{pub:realtime:churn-*}}:presence", opts.prefix);
     let seq = format!("{}:{{pub:realtime:churn-*}}:seq", opts.prefix);
     eventually("every channel is empty in redis", CONVERGE, || {
-        key_census(&redis, &presence).0 == 0 && key_census(&redis, &seq).0 == channels
+        a.cluster.is_settled() && key_census(&redis, &presence).0 == 0
     })
     .await;
+    // A channel emptied before the writer wrote its join leaves nothing at all (the write is
+    // coalesced into the leave); every other one leaves its sequence number.
     let (keys, forever, longest) = key_census(&redis, &seq);
+    assert!(keys > 0 && keys <= channels, "{keys} sequence keys");
     println!("{keys} sequence keys left, the longest-lived expires in {longest} ms");
     assert_eq!(
         forever, 0,
@@ -436,5 +439,5 @@ async fn emptied_channels_leave_only_sequence_keys_that_expire_within_a_minute()
     );
     // Nothing else of those channels is left behind.
     let all = format!("{}:{{pub:realtime:churn-*", opts.prefix);
-    assert_eq!(key_census(&redis, &all).0, channels);
+    assert_eq!(key_census(&redis, &all).0, keys);
 }
