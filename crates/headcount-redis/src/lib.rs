@@ -17,8 +17,8 @@
 //!
 //! Every trait method only updates local state and queues work: a *writer* task drains the
 //! queue in pipelined batches, a *subscriber* task owns the pub/sub connection, a *heartbeat*
-//! task keeps the node alive in Redis and a *reaper* task removes dead nodes' entries (see
-//! [`liveness`]).
+//! task keeps the node alive in Redis, a *reaper* task removes dead nodes' entries and a
+//! *watchdog* pings Redis every 250 ms (see [`liveness`]).
 //!
 //! # Guarantees (those of [`Cluster`], and how they are kept)
 //!
@@ -56,7 +56,8 @@
 //! * A subscriber that Redis disconnects (for instance past `client-output-buffer-limit
 //!   pubsub`) reconnects and resynchronises.
 //! * [`Cluster::health`] reports `connected: false` with the last error while either connection
-//!   is failing.
+//!   is failing, or within 0.75 s of Redis going silent (the watchdog's ping); when Redis answers
+//!   again, the watchdog beats at once and cuts every backoff pause short.
 //!
 //! Redis Cluster: every script touches the keys of one hash tag, and a channel's pub/sub channel
 //! carries the same tag, ready for sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`); this crate speaks

@@ -444,3 +444,38 @@ async fn large_broadcasts_during_a_redis_freeze_hold_the_node_to_its_queue_bytes
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_byte_bound_below_two_of_the_largest_payloads_is_refused_at_start() {
+    let redis = RedisServer::start();
+    // The default largest payload is 3,000 kB: 6,000,000 bytes hold two of them.
+    let mut child = Command::new(headcount_testkit::process::binary())
+        .args(["serve", "--bind", "127.0.0.1:0", "--redis", &redis.url()])
+        .args(["--redis-queue-bytes", "5999999"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run headcount");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("a queue byte bound of 5999999 was accepted");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(
+        stderr.contains("redis_queue_bytes (5999999) is below twice the largest payload"),
+        "{stderr}"
+    );
+
+    let server =
+        ServerProcess::start_with(&["--redis", &redis.url(), "--redis-queue-bytes", "6000000"]);
+    readyz_becomes(&server, 200, Duration::from_secs(5)).await;
+}
