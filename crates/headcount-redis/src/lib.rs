@@ -17,8 +17,8 @@
 //!
 //! Every trait method only updates local state and queues work: a *writer* task drains the
 //! queue in pipelined batches, a *subscriber* task owns the pub/sub connection, a *heartbeat*
-//! task keeps the node alive in Redis and a *reaper* task removes dead nodes' entries (see
-//! [`liveness`]).
+//! task keeps the node alive in Redis, a *reaper* task removes dead nodes' entries and a
+//! *watchdog* pings Redis every 250 ms (see [`liveness`]).
 //!
 //! # Guarantees (those of [`Cluster`], and how they are kept)
 //!
@@ -38,7 +38,8 @@
 //!   entries are reaped and never written again.
 //! * **No blocking**: trait methods take one short mutex and return. The queue holds at most one
 //!   write per local member (coalesced: only its latest entry is written) and at most
-//!   `queue_bound` broadcasts (more are dropped and counted).
+//!   `queue_bound` broadcasts and `queue_bytes` bytes of broadcasts, the batch being sent
+//!   included (more are dropped and counted).
 //!
 //! # When Redis fails
 //!
@@ -55,7 +56,8 @@
 //! * A subscriber that Redis disconnects (for instance past `client-output-buffer-limit
 //!   pubsub`) reconnects and resynchronises.
 //! * [`Cluster::health`] reports `connected: false` with the last error while either connection
-//!   is failing.
+//!   is failing, or within 0.75 s of Redis going silent (the watchdog's ping); when Redis answers
+//!   again, the watchdog beats at once and cuts every backoff pause short.
 //!
 //! Redis Cluster: every script touches the keys of one hash tag, and a channel's pub/sub channel
 //! carries the same tag, ready for sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`); this crate speaks
@@ -81,6 +83,9 @@ use tokio::task::JoinHandle;
 
 use node::Inner;
 
+/// The default of [`RedisOptions::queue_bytes`].
+pub const DEFAULT_QUEUE_BYTES: usize = 16 << 20;
+
 /// How a [`RedisCluster`] behaves. Start from [`RedisOptions::default`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisOptions {
@@ -95,6 +100,10 @@ pub struct RedisOptions {
     pub call_timeout: Duration,
     /// How many broadcasts may wait for Redis before more are dropped (default 10 000).
     pub queue_bound: usize,
+    /// How many bytes of broadcasts the node may hold for Redis (waiting, and in the batch
+    /// being sent) before more are dropped (default 16 MiB: five of the largest legal
+    /// broadcasts, tens of thousands of small ones).
+    pub queue_bytes: usize,
 }
 
 impl Default for RedisOptions {
@@ -105,6 +114,7 @@ impl Default for RedisOptions {
             heartbeat_interval: None,
             call_timeout: Duration::from_secs(2),
             queue_bound: 10_000,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
         }
     }
 }
@@ -119,6 +129,12 @@ impl RedisOptions {
     /// These options with node timeout `timeout`.
     pub fn with_node_timeout(mut self, timeout: Duration) -> Self {
         self.node_timeout = timeout;
+        self
+    }
+
+    /// These options with a byte bound of `bytes` on the queue toward Redis.
+    pub fn with_queue_bytes(mut self, bytes: usize) -> Self {
+        self.queue_bytes = bytes;
         self
     }
 
@@ -147,6 +163,9 @@ impl RedisOptions {
         }
         if self.queue_bound == 0 {
             return bad("the queue bound must be positive");
+        }
+        if self.queue_bytes == 0 {
+            return bad("the queue's byte bound must be positive");
         }
         Ok(())
     }
@@ -195,7 +214,7 @@ pub struct Stats {
 /// A node of a Redis-backed cluster. See the crate documentation.
 pub struct RedisCluster {
     inner: Arc<Inner>,
-    /// The writer, heartbeat, reaper and subscriber tasks (aborted on drop).
+    /// The writer, heartbeat, reaper, subscriber and watchdog tasks (aborted on drop).
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -224,6 +243,7 @@ impl RedisCluster {
             tokio::spawn(liveness::heartbeat(inner.clone())),
             tokio::spawn(liveness::reaper(inner.clone())),
             tokio::spawn(subscriber::run(inner.clone())),
+            tokio::spawn(liveness::watch(inner.clone())),
         ];
         tracing::info!(node = %inner.node, prefix = %inner.options.prefix, "joined the redis cluster");
         Ok(Arc::new(RedisCluster {

@@ -25,6 +25,15 @@ use redis::Value;
 use crate::node::{Failure, Inner};
 use crate::writer::SEQ_RETENTION_MS;
 
+/// How often the watchdog pings Redis.
+pub(crate) const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+/// How long the watchdog's ping may go unanswered before Redis counts as unreachable (or the
+/// call timeout, if shorter). A healthy Redis answers in well under a millisecond; one that has
+/// not answered in half a second is frozen, cut off or badly overloaded, and `/readyz` should
+/// say so: within `PROBE_INTERVAL + PROBE_TIMEOUT` (0.75 s) rather than after a whole call
+/// timeout on top of the next heartbeat (2 to 4.5 s).
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
 /// How long a reaped node's epoch is kept, in case it comes back.
 const EPOCH_RETENTION_MS: u64 = 24 * 3600 * 1000;
 
@@ -79,6 +88,59 @@ pub(crate) async fn heartbeat(inner: Arc<Inner>) {
                 }
             }
             Err(_) => continue, // recorded by `call`; the next beat tries again
+        }
+    }
+}
+
+/// Pings Redis every [`PROBE_INTERVAL`] until the node stops. An unanswered ping marks the
+/// commands link failed (the health report, and the reaper's quiet period) without dropping the
+/// connection; the calls in flight keep their own timeout. When Redis answers again after
+/// failing, the watchdog beats at once (a Redis restarted empty has forgotten this node: the
+/// beat notices and has the writer re-assert every entry) and cuts the writer's and the
+/// subscriber's backoff pauses short, so recovery does not wait for the next heartbeat or the
+/// end of a pause.
+pub(crate) async fn watch(inner: Arc<Inner>) {
+    let mut tick = tokio::time::interval(PROBE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let within = PROBE_TIMEOUT.min(inner.options.call_timeout);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        if inner.is_stopped() {
+            return;
+        }
+        let mut ping = redis::pipe();
+        ping.cmd("PING");
+        let answered = match tokio::time::timeout(within, inner.call::<Value>(&ping)).await {
+            Ok(result) => result.is_ok(), // a failure is recorded by `call`
+            Err(_) => {
+                inner.unanswered(&Failure(format!("no answer within {within:?}")));
+                false
+            }
+        };
+        if !answered {
+            failing = true;
+            continue;
+        }
+        if !failing && !inner.links().has_failure() {
+            continue;
+        }
+        match beat(&inner).await {
+            Ok((back, epoch)) => {
+                let before = inner.epoch.swap(epoch, Ordering::AcqRel);
+                if back || before != epoch {
+                    tracing::warn!(
+                        node = %inner.node,
+                        epoch,
+                        "redis had forgotten this node: re-asserting its presences"
+                    );
+                    inner.request_reassert();
+                }
+                failing = false;
+                inner.writer_retry.notify_one();
+                inner.subscriber_retry.notify_one();
+            }
+            Err(_) => failing = true,
         }
     }
 }

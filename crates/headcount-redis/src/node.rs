@@ -39,6 +39,12 @@ pub(crate) struct State {
     pub pending: HashSet<(ChannelKey, MemberId)>,
     /// How many [`Work::Publish`] are in `queue` (bounded by the options' `queue_bound`).
     pub queued_broadcasts: usize,
+    /// The bytes of the [`Work::Publish`] in `queue`.
+    pub queued_bytes: usize,
+    /// The bytes of the broadcasts in the batch the writer is sending. They count against the
+    /// options' `queue_bytes` with `queued_bytes` until the batch is done (answered or failed):
+    /// the bound is on what the node holds, not only on what waits.
+    pub sending_bytes: usize,
     /// Set when every owned entry must be written again (a new connection, a node that came
     /// back from the dead): the writer does it before the rest of the queue.
     pub reassert: bool,
@@ -75,6 +81,13 @@ pub(crate) struct Links {
     pub disturbed_at: Instant,
 }
 
+impl Links {
+    /// Whether either link is failing.
+    pub fn has_failure(&self) -> bool {
+        self.commands_error.is_some() || self.pubsub_error.is_some()
+    }
+}
+
 /// A failed Redis call, described for the health report.
 #[derive(Debug, Clone)]
 pub(crate) struct Failure(pub String);
@@ -106,6 +119,11 @@ pub(crate) struct Inner {
     pub writer_wake: Notify,
     /// Wakes the subscriber.
     pub subscriber_wake: Notify,
+    /// Told by the watchdog when Redis answers again after failing: the writer and the
+    /// subscriber then retry at once instead of finishing their backoff pause.
+    pub writer_retry: Notify,
+    /// See `writer_retry`.
+    pub subscriber_retry: Notify,
     /// Set by the writer while it cannot reach Redis: broadcasts are then dropped at once.
     pub writer_down: AtomicBool,
     /// Set once the node stops (shutdown or crash): every trait method is then a no-op.
@@ -152,6 +170,8 @@ impl Inner {
             state: Mutex::new(State::default()),
             writer_wake: Notify::new(),
             subscriber_wake: Notify::new(),
+            writer_retry: Notify::new(),
+            subscriber_retry: Notify::new(),
             writer_down: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
             crashed: AtomicBool::new(false),
@@ -285,6 +305,12 @@ impl Inner {
         result
     }
 
+    /// Records that Redis did not answer the watchdog in time (the connection is kept: the
+    /// calls in flight fail by their own timeout if Redis stays silent).
+    pub fn unanswered(&self, f: &Failure) {
+        self.failed(f);
+    }
+
     fn failed(&self, f: &Failure) {
         let mut links = self.links();
         if links.commands_error.is_none() {
@@ -327,8 +353,10 @@ impl Inner {
         self.writer_wake.notify_one();
     }
 
-    /// Queues a broadcast, unless the writer is down or the queue is full (then it is dropped:
-    /// broadcasts are relayed at most once, and never late).
+    /// Queues a broadcast, unless the writer is down or the queue is full: `queue_bound`
+    /// broadcasts, or `queue_bytes` bytes with the batch being sent. What does not fit is
+    /// dropped and counted, as while Redis is unreachable: broadcasts are relayed at most once,
+    /// and never late.
     pub fn queue_publish(&self, key: &ChannelKey, message: Bytes) {
         if self.writer_down.load(Ordering::Acquire) {
             self.counters
@@ -337,7 +365,10 @@ impl Inner {
             return;
         }
         let mut st = self.state();
-        if st.queued_broadcasts >= self.options.queue_bound {
+        let held = st.queued_bytes + st.sending_bytes;
+        if st.queued_broadcasts >= self.options.queue_bound
+            || held + message.len() > self.options.queue_bytes
+        {
             drop(st);
             let n = self
                 .counters
@@ -349,6 +380,7 @@ impl Inner {
             return;
         }
         st.queued_broadcasts += 1;
+        st.queued_bytes += message.len();
         st.queue.push_back(Work::Publish(key.clone(), message));
         drop(st);
         self.writer_wake.notify_one();

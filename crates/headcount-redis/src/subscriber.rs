@@ -95,14 +95,12 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => {
                 sub.down(format!("pub/sub: cannot connect: {e}"));
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
+                backoff(&inner, &mut pause).await;
                 continue;
             }
             Err(_) => {
                 sub.down(format!("pub/sub: cannot connect within {timeout:?}"));
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
+                backoff(&inner, &mut pause).await;
                 continue;
             }
         };
@@ -159,6 +157,15 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         };
         sub.down(reason);
     }
+}
+
+/// Waits `pause` (doubling it, up to 1 s) or until the watchdog hears Redis answer again.
+async fn backoff(inner: &Inner, pause: &mut Duration) {
+    tokio::select! {
+        () = tokio::time::sleep(*pause) => {}
+        () = inner.subscriber_retry.notified() => {}
+    }
+    *pause = (*pause * 2).min(Duration::from_secs(1));
 }
 
 async fn sleep_until(at: Option<Instant>) {

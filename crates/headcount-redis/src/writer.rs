@@ -20,12 +20,34 @@ use crate::wire;
 
 /// How many commands go in one pipeline.
 const BATCH: usize = 128;
+/// How many bytes of broadcasts go in one pipeline (at least one broadcast always does): the
+/// pipeline copies them, so a batch of 128 broadcasts of 3 MB would hold twice 384 MB.
+const BATCH_BYTES: usize = 1 << 20;
 /// The longest pause between two attempts while Redis is unreachable.
 const MAX_PAUSE: Duration = Duration::from_secs(1);
 
-/// How long the sequence number of an empty channel is kept (a node that serves the channel
-/// across the expiry resynchronises, nothing worse).
-pub(crate) const SEQ_RETENTION_MS: u64 = 24 * 3600 * 1000;
+/// How long the sequence number of a channel with no entry left is kept: 60 s.
+///
+/// The sequence number exists for the subscriber's gap logic: a node that is live on a channel
+/// expects change `last + 1` next. When the key has expired, the next change of the channel
+/// is numbered 1 again; every node that still serves the channel sees a gap (1 is not
+/// `last + 1`) and resynchronises from a snapshot, which is correct and costs one `SNAPSHOT`
+/// per such node. A node that starts serving the channel snapshots anyway (an absent key reads
+/// as 0, and the next change is 1). So correctness does not need the key to outlive the
+/// channel's presence at all. It needs two things:
+///
+/// * the number must not go back while a node holds older messages of the channel in its
+///   pre-snapshot buffer (between subscribing and applying the snapshot), or the buffered
+///   message would look like a gap after every snapshot. That window is one snapshot attempt,
+///   at most twice the call timeout (connect, then call: 4 s by default), so 60 s is a wide
+///   margin;
+/// * and, to save work rather than for correctness, a channel that empties and fills again a
+///   moment later (a member reloading the page) should keep its numbers so the nodes that
+///   serve it stay in step without a snapshot each.
+///
+/// A day (the old value) kept a key per emptied channel for 24 h; a minute bounds the keys of
+/// emptied channels to the channels emptied in the last minute.
+pub(crate) const SEQ_RETENTION_MS: u64 = 60 * 1000;
 
 enum Op {
     Set {
@@ -92,7 +114,7 @@ fn take(inner: &Inner) -> Option<Batch> {
         return None;
     }
     let mut ops = Vec::new();
-    while ops.len() < BATCH {
+    while ops.len() < BATCH && st.sending_bytes < BATCH_BYTES {
         let Some(work) = st.queue.pop_front() else {
             break;
         };
@@ -111,6 +133,8 @@ fn take(inner: &Inner) -> Option<Batch> {
             }
             Work::Publish(key, msg) => {
                 st.queued_broadcasts -= 1;
+                st.queued_bytes -= msg.len();
+                st.sending_bytes += msg.len();
                 ops.push(Op::Publish(key, msg));
             }
         }
@@ -137,6 +161,7 @@ fn give_back(inner: &Inner, ops: Vec<Op>) {
     st.queue.retain(|w| matches!(w, Work::Presence(..)));
     dropped += before - st.queue.len();
     st.queued_broadcasts = 0;
+    st.queued_bytes = 0;
     st.reassert = true;
     drop(st);
     inner
@@ -225,7 +250,11 @@ pub(crate) async fn run(inner: Arc<Inner>) {
             return;
         }
         if !pause.is_zero() {
-            tokio::time::sleep(pause).await;
+            // The watchdog cuts the pause short as soon as Redis answers again.
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = inner.writer_retry.notified() => {}
+            }
             if !probe(&inner).await {
                 pause = (pause * 2).min(MAX_PAUSE);
                 continue;
@@ -258,10 +287,107 @@ pub(crate) async fn run(inner: Arc<Inner>) {
                 ok
             }
         };
-        inner.state().writing = false;
+        {
+            let mut st = inner.state();
+            st.writing = false;
+            st.sending_bytes = 0;
+        }
         if !ok {
             inner.writer_down.store(true, Ordering::Release);
             pause = (pause * 2).clamp(Duration::from_millis(50), MAX_PAUSE);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RedisOptions;
+
+    fn node(queue_bytes: usize) -> Inner {
+        // Never connected: these tests only touch the queue.
+        let client = redis::Client::open("redis://127.0.0.1:1/").expect("a valid URL");
+        let options = RedisOptions::default().with_queue_bytes(queue_bytes);
+        Inner::new(
+            client,
+            options,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+        )
+    }
+
+    fn key() -> ChannelKey {
+        ChannelKey {
+            private: false,
+            topic: "realtime:q".into(),
+        }
+    }
+
+    fn dropped(inner: &Inner) -> u64 {
+        inner.counters.broadcasts_dropped.load(Ordering::Relaxed)
+    }
+
+    #[test]
+    fn the_queue_holds_up_to_its_byte_bound_and_drops_the_next_broadcast() {
+        let inner = node(10_000);
+        for _ in 0..10 {
+            inner.queue_publish(&key(), Bytes::from(vec![b'x'; 1000]));
+        }
+        assert_eq!(
+            dropped(&inner),
+            0,
+            "N = 10 broadcasts of 1000 bytes fit in 10 000"
+        );
+        inner.queue_publish(&key(), Bytes::from(vec![b'x'; 1000]));
+        assert_eq!(dropped(&inner), 1, "the N+1th is dropped");
+        inner.queue_publish(&key(), Bytes::from_static(b"y"));
+        assert_eq!(dropped(&inner), 2, "even one byte more does not fit");
+        assert_eq!(inner.state().queued_bytes, 10_000);
+    }
+
+    #[test]
+    fn the_batch_being_sent_counts_until_it_is_done() {
+        let inner = node(3000);
+        for _ in 0..3 {
+            inner.queue_publish(&key(), Bytes::from(vec![b'x'; 1000]));
+        }
+        let Some(Batch::Ops(ops)) = take(&inner) else {
+            panic!("a batch of broadcasts");
+        };
+        assert_eq!(ops.len(), 3);
+        assert_eq!(inner.state().queued_bytes, 0);
+        inner.queue_publish(&key(), Bytes::from(vec![b'x'; 1000]));
+        assert_eq!(
+            dropped(&inner),
+            1,
+            "in flight, the batch still holds the bytes"
+        );
+        // What `run` does when the batch is answered.
+        inner.state().sending_bytes = 0;
+        inner.queue_publish(&key(), Bytes::from(vec![b'x'; 1000]));
+        assert_eq!(dropped(&inner), 1, "room again once the batch is done");
+    }
+
+    #[test]
+    fn a_batch_stops_at_its_byte_budget_but_always_takes_one_broadcast() {
+        let inner = node(64 << 20);
+        for _ in 0..4 {
+            inner.queue_publish(&key(), Bytes::from(vec![b'x'; 3 * BATCH_BYTES / 4]));
+        }
+        let Some(Batch::Ops(ops)) = take(&inner) else {
+            panic!("a batch");
+        };
+        assert_eq!(ops.len(), 2, "two of 3/4 MiB reach the 1 MiB budget");
+        inner.state().sending_bytes = 0;
+        let big = node(64 << 20);
+        big.queue_publish(&key(), Bytes::from(vec![b'x'; 3 * BATCH_BYTES]));
+        let Some(Batch::Ops(ops)) = take(&big) else {
+            panic!("a batch");
+        };
+        assert_eq!(
+            ops.len(),
+            1,
+            "a broadcast above the budget still goes, alone"
+        );
     }
 }

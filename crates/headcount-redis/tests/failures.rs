@@ -383,3 +383,61 @@ async fn unreachable_redis_fails_connect_fast_and_bad_options_are_refused() {
         "{err}"
     );
 }
+
+/// `"<keys> <without expiry> <largest PTTL>"` for the keys matching `pattern`.
+fn key_census(redis: &RedisServer, pattern: &str) -> (u64, u64, i64) {
+    const CENSUS: &str = "local n, forever, longest = 0, 0, 0 \
+        for _, k in ipairs(redis.call('KEYS', ARGV[1])) do \
+          n = n + 1 \
+          local t = redis.call('PTTL', k) \
+          if t < 0 then forever = forever + 1 elseif t > longest then longest = t end \
+        end \
+        return n .. ' ' .. forever .. ' ' .. longest";
+    let out = redis
+        .command(&["EVAL", CENSUS, "0", pattern])
+        .expect("redis answers");
+    let mut parts = out.split(' ');
+    let mut next = || {
+        parts
+            .next()
+            .and_then(|p| p.parse::<i64>().ok())
+            .expect(&out)
+    };
+    (next() as u64, next() as u64, next())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emptied_channels_leave_only_sequence_keys_that_expire_within_a_minute() {
+    let redis = RedisServer::start();
+    let opts = options("churn");
+    let a = Node::start(&redis.url(), &opts).await;
+    let channels = 40;
+    for i in 0..channels {
+        let topic = format!("realtime:churn-{i}");
+        let (mut c, jr) = member(&a.server, &topic, "visitor").await;
+        track(&mut c, &jr, &topic, json!({"i": i})).await;
+        drop(c); // the socket closes: the channel empties
+    }
+    let presence = format!("{}:{{pub:realtime:churn-*}}:presence", opts.prefix);
+    let seq = format!("{}:{{pub:realtime:churn-*}}:seq", opts.prefix);
+    eventually("every channel is empty in redis", CONVERGE, || {
+        a.cluster.is_settled() && key_census(&redis, &presence).0 == 0
+    })
+    .await;
+    // A channel emptied before the writer wrote its join leaves nothing at all (the write is
+    // coalesced into the leave); every other one leaves its sequence number.
+    let (keys, forever, longest) = key_census(&redis, &seq);
+    assert!(keys > 0 && keys <= channels, "{keys} sequence keys");
+    println!("{keys} sequence keys left, the longest-lived expires in {longest} ms");
+    assert_eq!(
+        forever, 0,
+        "no sequence key of an empty channel lives forever"
+    );
+    assert!(
+        longest > 0 && longest <= 60_000,
+        "the sequence keys expire within the retention (60 s): {longest} ms"
+    );
+    // Nothing else of those channels is left behind.
+    let all = format!("{}:{{pub:realtime:churn-*", opts.prefix);
+    assert_eq!(key_census(&redis, &all).0, keys);
+}

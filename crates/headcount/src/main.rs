@@ -183,7 +183,20 @@ mod cluster {
             None => Ok(Arc::new(Hub::new(config))),
             Some(url) => {
                 let timeout = std::time::Duration::from_secs(settings.node_timeout.unwrap_or(10));
-                let options = headcount_redis::RedisOptions::default().with_node_timeout(timeout);
+                let queue_bytes = settings
+                    .redis_queue_bytes
+                    .unwrap_or(headcount_redis::DEFAULT_QUEUE_BYTES);
+                // While one of the largest legal broadcasts is being sent, the next must fit.
+                let largest = config.limits.max_payload_size_kb * 1000;
+                if queue_bytes < 2 * largest {
+                    anyhow::bail!(
+                        "redis_queue_bytes ({queue_bytes}) is below twice the largest payload \
+                         ({largest} bytes: max_payload_size_kb)"
+                    );
+                }
+                let options = headcount_redis::RedisOptions::default()
+                    .with_node_timeout(timeout)
+                    .with_queue_bytes(queue_bytes);
                 let cluster = headcount_redis::RedisCluster::connect(url, options).await?;
                 Ok(Hub::with_cluster(config, cluster))
             }

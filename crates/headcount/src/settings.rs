@@ -160,6 +160,10 @@ pub struct Settings {
     /// In cluster mode, how long a crashed node's presences may outlive it, in seconds [default: 10].
     #[arg(long, env = "HEADCOUNT_NODE_TIMEOUT", value_name = "SECONDS")]
     pub node_timeout: Option<u64>,
+    /// In cluster mode, bytes of broadcasts a node may hold for Redis before it drops more
+    /// (at least twice the largest payload) [default: 16777216].
+    #[arg(long, env = "HEADCOUNT_REDIS_QUEUE_BYTES", value_name = "BYTES")]
+    pub redis_queue_bytes: Option<usize>,
     /// Log format: `text` or `json` [default: text].
     #[arg(long, env = "HEADCOUNT_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -194,7 +198,7 @@ impl Settings {
             max_client_joins_per_second, max_client_events_per_second,
             max_client_presence_events_per_second,
             client_presence_max_calls, client_presence_window, max_payload_size_kb, presence_window_ms, redis_url,
-            node_timeout, log_format);
+            node_timeout, redis_queue_bytes, log_format);
         merge!(self, lower: max_topic_bytes, max_batch_messages, max_batch_body_bytes);
         self
     }
@@ -245,6 +249,7 @@ impl Settings {
             presence_window_ms: Some(50),
             redis_url: None,
             node_timeout: Some(10),
+            redis_queue_bytes: Some(headcount_redis::DEFAULT_QUEUE_BYTES),
             log_format: Some(LogFormat::Text),
         }
     }
