@@ -75,21 +75,23 @@ pub(crate) async fn heartbeat(inner: Arc<Inner>) {
         if inner.is_stopped() {
             return;
         }
-        match beat(&inner).await {
-            Ok((back, epoch)) => {
-                let before = inner.epoch.swap(epoch, Ordering::AcqRel);
-                if back || before != epoch {
-                    tracing::warn!(
-                        node = %inner.node,
-                        epoch,
-                        "this node's heartbeat had expired: re-asserting its presences"
-                    );
-                    inner.request_reassert();
-                }
-            }
-            Err(_) => continue, // recorded by `call`; the next beat tries again
-        }
+        // A failure is recorded by `call`; the next beat tries again.
+        let _ = beat_and_reassert(&inner, "this node's heartbeat had expired").await;
     }
+}
+
+/// Beats; when Redis had forgotten this node (its heartbeat expired, or Redis restarted empty),
+/// says why and has the writer re-assert every entry. `false` when the beat failed.
+async fn beat_and_reassert(inner: &Inner, why: &str) -> bool {
+    let Ok((back, epoch)) = beat(inner).await else {
+        return false;
+    };
+    let before = inner.epoch.swap(epoch, Ordering::AcqRel);
+    if back || before != epoch {
+        tracing::warn!(node = %inner.node, epoch, "{why}: re-asserting its presences");
+        inner.request_reassert();
+    }
+    true
 }
 
 /// Pings Redis every [`PROBE_INTERVAL`] until the node stops. An unanswered ping marks the
@@ -125,22 +127,12 @@ pub(crate) async fn watch(inner: Arc<Inner>) {
         if !failing && !inner.links().has_failure() {
             continue;
         }
-        match beat(&inner).await {
-            Ok((back, epoch)) => {
-                let before = inner.epoch.swap(epoch, Ordering::AcqRel);
-                if back || before != epoch {
-                    tracing::warn!(
-                        node = %inner.node,
-                        epoch,
-                        "redis had forgotten this node: re-asserting its presences"
-                    );
-                    inner.request_reassert();
-                }
-                failing = false;
-                inner.writer_retry.notify_one();
-                inner.subscriber_retry.notify_one();
-            }
-            Err(_) => failing = true,
+        if beat_and_reassert(&inner, "redis had forgotten this node").await {
+            failing = false;
+            inner.writer_retry.notify_one();
+            inner.subscriber_retry.notify_one();
+        } else {
+            failing = true;
         }
     }
 }

@@ -445,6 +445,7 @@ async fn a_queue_byte_bound_below_two_of_the_largest_payloads_is_refused_at_star
     // The default largest payload is 3,000 kB: 6,000,000 bytes hold two of them.
     let mut child = Command::new(headcount_testkit::process::binary())
         .args(["serve", "--bind", "127.0.0.1:0", "--redis", &redis.url()])
+        .args(["--jwt-secret", headcount_testkit::SECRET])
         .args(["--redis-queue-bytes", "5999999"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
