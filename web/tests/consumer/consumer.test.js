@@ -26,13 +26,20 @@ async function startApp(command, args, env, ready) {
   const started = new Promise((resolve, reject) => {
     const onData = (d) => {
       handle.log += d;
-      if (ready.test(handle.log)) resolve();
+      // Tools print in colour when CI is set: match the text without the escape codes.
+      if (ready.test(handle.log.replace(/\x1b\[[0-9;]*m/g, ''))) resolve();
     };
     child.stdout.on('data', onData);
     child.stderr.on('data', onData);
     child.once('exit', (code) => reject(new Error(`${command} exited (${code}):\n${handle.log}`)));
   });
-  await within(20_000, `${command} ${args.join(' ')} to listen`, started);
+  try {
+    await within(20_000, `${command} ${args.join(' ')} to listen`, started);
+  } catch (err) {
+    // A server that never said it listens must not outlive the test (it would hold the run).
+    child.kill('SIGKILL');
+    throw err;
+  }
   handle.stop = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
     const exited = once(child, 'exit');
