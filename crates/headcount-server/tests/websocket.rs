@@ -1,5 +1,6 @@
 //! RFC 6455 rules at the socket level, with hand-made frames over raw TCP.
 
+use headcount_testkit::raw::read_server_frame;
 use headcount_testkit::{TestServer, anon};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -49,23 +50,10 @@ fn frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
 async fn close_code(tcp: &mut TcpStream) -> Option<u16> {
     let read = async {
         loop {
-            let mut h = [0u8; 2];
-            if tcp.read_exact(&mut h).await.is_err() {
+            let Ok((opcode, payload)) = read_server_frame(tcp).await else {
                 return None;
-            }
-            let mut len = u64::from(h[1] & 0x7f);
-            if len == 126 {
-                let mut b = [0u8; 2];
-                tcp.read_exact(&mut b).await.ok()?;
-                len = u64::from(u16::from_be_bytes(b));
-            } else if len == 127 {
-                let mut b = [0u8; 8];
-                tcp.read_exact(&mut b).await.ok()?;
-                len = u64::from_be_bytes(b);
-            }
-            let mut payload = vec![0u8; len as usize];
-            tcp.read_exact(&mut payload).await.ok()?;
-            if h[0] & 0x0f == 8 {
+            };
+            if opcode == 8 {
                 return Some(u16::from_be_bytes([payload[0], payload[1]]));
             }
         }

@@ -8,6 +8,7 @@
 pub mod cluster_suite;
 pub mod http;
 pub mod process;
+pub mod raw;
 pub mod redis;
 
 use std::net::SocketAddr;

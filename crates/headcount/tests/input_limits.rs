@@ -3,6 +3,7 @@
 //! cap and count toward the payload limit, and one socket's tracked presences have a budget.
 //! Each limit is tested at N (accepted) and N + 1 (refused with its reason).
 
+use headcount_testkit::raw::{client_frame as frame, client_header as header, read_server_frame};
 use std::time::Duration;
 
 use headcount_testkit::process::ServerProcess;
@@ -40,49 +41,12 @@ async fn raw(server: &ServerProcess) -> TcpStream {
     tcp
 }
 
-/// The header of a masked client frame announcing `len` payload bytes, and its mask.
-fn header(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
-    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
-    match len {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 65535 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&[0, 0, 0, 0]); // a zero mask: the payload goes as is
-    out
-}
-
-fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = header(fin, opcode, payload.len());
-    out.extend_from_slice(payload);
-    out
-}
-
 /// Reads server frames until a close frame (code, reason) or the end (`None`).
 async fn close_of(tcp: &mut (impl AsyncRead + Unpin), within: Duration) -> Option<(u16, String)> {
     let read = async {
         loop {
-            let mut h = [0u8; 2];
-            tcp.read_exact(&mut h).await.ok()?;
-            let mut len = u64::from(h[1] & 0x7f);
-            if len == 126 {
-                let mut b = [0u8; 2];
-                tcp.read_exact(&mut b).await.ok()?;
-                len = u64::from(u16::from_be_bytes(b));
-            } else if len == 127 {
-                let mut b = [0u8; 8];
-                tcp.read_exact(&mut b).await.ok()?;
-                len = u64::from_be_bytes(b);
-            }
-            let mut payload = vec![0u8; len as usize];
-            tcp.read_exact(&mut payload).await.ok()?;
-            if h[0] & 0x0f == 8 {
+            let (opcode, payload) = read_server_frame(tcp).await.ok()?;
+            if opcode == 8 {
                 let code = u16::from_be_bytes([payload[0], payload[1]]);
                 return Some((code, String::from_utf8_lossy(&payload[2..]).into_owned()));
             }

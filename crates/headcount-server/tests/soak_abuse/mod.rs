@@ -44,31 +44,7 @@ pub async fn connect(port: u16, sub: &str) -> io::Result<TcpStream> {
     Ok(tcp)
 }
 
-/// The header of a masked client frame with `len` payload bytes.
-fn header(fin: bool, opcode: u8, len: usize) -> Vec<u8> {
-    let mut out = vec![(if fin { 0x80 } else { 0 }) | opcode];
-    match len {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 65535 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    // The all-zero mask: legal, and the payload goes out as is.
-    out.extend_from_slice(&[0, 0, 0, 0]);
-    out
-}
-
-/// A complete masked frame.
-pub fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = header(fin, opcode, payload.len());
-    out.extend_from_slice(payload);
-    out
-}
+pub use headcount_testkit::raw::{client_frame as frame, client_header as header};
 
 /// A 2.0.0 text message as one frame.
 pub fn text(msg: &Value) -> Vec<u8> {
@@ -92,23 +68,9 @@ pub async fn close_code(rd: &mut OwnedReadHalf, wait: Duration) -> Result<Option
     timeout(wait, read).await.map_err(|_| ())
 }
 
-/// One server frame: (opcode, payload). Server frames are unmasked.
+/// One server frame: (opcode, payload).
 pub async fn read_frame(rd: &mut OwnedReadHalf) -> io::Result<(u8, Vec<u8>)> {
-    let mut h = [0u8; 2];
-    rd.read_exact(&mut h).await?;
-    let mut len = u64::from(h[1] & 0x7f);
-    if len == 126 {
-        let mut b = [0u8; 2];
-        rd.read_exact(&mut b).await?;
-        len = u64::from(u16::from_be_bytes(b));
-    } else if len == 127 {
-        let mut b = [0u8; 8];
-        rd.read_exact(&mut b).await?;
-        len = u64::from_be_bytes(b);
-    }
-    let mut payload = vec![0u8; len as usize];
-    rd.read_exact(&mut payload).await?;
-    Ok((h[0] & 0x0f, payload))
+    headcount_testkit::raw::read_server_frame(rd).await
 }
 
 /// Reads and drops everything the server sends until the connection ends; returns the close
