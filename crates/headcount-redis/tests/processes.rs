@@ -443,28 +443,17 @@ async fn freeze_with_large_broadcasts() {
 async fn a_queue_byte_bound_below_two_of_the_largest_payloads_is_refused_at_start() {
     let redis = RedisServer::start();
     // The default largest payload is 3,000 kB: 6,000,000 bytes hold two of them.
-    let mut child = Command::new(headcount_testkit::process::binary())
-        .args(["serve", "--bind", "127.0.0.1:0", "--redis", &redis.url()])
-        .args(["--jwt-secret", headcount_testkit::SECRET])
-        .args(["--redis-queue-bytes", "5999999"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run headcount");
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if started.elapsed() > Duration::from_secs(10) {
-            let _ = child.kill();
-            panic!("a queue byte bound of 5999999 was accepted");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success());
+    let url = redis.url();
+    let args = ["serve", "--bind", "127.0.0.1:0", "--redis", &url];
+    let secret = ["--jwt-secret", headcount_testkit::SECRET];
+    let bound = ["--redis-queue-bytes", "5999999"];
+    let out = headcount_testkit::process::run_to_exit(
+        &[&args[..], &secret, &bound].concat(),
+        Duration::from_secs(10),
+    )
+    .expect("a queue byte bound of 5999999 was accepted");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
     assert!(
         stderr.contains("redis_queue_bytes (5999999) is below twice the largest payload"),
         "{stderr}"

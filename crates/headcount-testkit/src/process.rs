@@ -43,6 +43,45 @@ pub fn binary() -> PathBuf {
     bin
 }
 
+/// Runs `headcount ARGS` (without `HEADCOUNT_JWT_SECRET` or `RUST_LOG` from the test's
+/// environment) to its end and returns what it printed; `None` when it was still running after
+/// `within` (a server that started when it should have refused), in which case it is killed.
+pub fn run_to_exit(args: &[&str], within: std::time::Duration) -> Option<std::process::Output> {
+    let mut child = Command::new(binary())
+        .args(args)
+        .env_remove("HEADCOUNT_JWT_SECRET")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run headcount");
+    // Read both pipes meanwhile, so a chatty child never blocks on a full pipe.
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        thread::spawn(move || {
+            let mut bytes = Vec::new();
+            let _ = r.read_to_end(&mut bytes);
+            bytes
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().expect("piped")));
+    let stderr = read_all(Box::new(child.stderr.take().expect("piped")));
+    let deadline = std::time::Instant::now() + within;
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        thread::sleep(std::time::Duration::from_millis(20)); // polling the exit, not settling
+    }
+    Some(std::process::Output {
+        status: child.wait().expect("wait"),
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    })
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

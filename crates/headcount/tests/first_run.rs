@@ -17,36 +17,12 @@ const WAIT: Duration = Duration::from_secs(10);
 /// Runs `headcount ARGS` to its end; a command that is still running after [`WAIT`] (a server
 /// that started when it should have refused) is killed, and reported as a failure to refuse.
 fn run(args: &[&str]) -> Output {
-    let mut child = Command::new(binary())
-        .args(args)
-        .env_remove("HEADCOUNT_JWT_SECRET")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run headcount");
-    let out = child.stdout.take().unwrap();
-    let err = child.stderr.take().unwrap();
-    let stdout = std::thread::spawn(move || read_all(out));
-    let stderr = std::thread::spawn(move || read_all(err));
-    let deadline = Instant::now() + WAIT;
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "`headcount {}` was still running after {WAIT:?}",
-                args.join(" ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20)); // polling the exit, not settling
-    }
-    Output {
-        status: child.wait().unwrap(),
-        stdout: stdout.join().unwrap().into_bytes(),
-        stderr: stderr.join().unwrap().into_bytes(),
-    }
+    headcount_testkit::process::run_to_exit(args, WAIT).unwrap_or_else(|| {
+        panic!(
+            "`headcount {}` was still running after {WAIT:?}",
+            args.join(" ")
+        )
+    })
 }
 
 fn stderr(out: &Output) -> String {

@@ -237,37 +237,14 @@ async fn presence_updates_of_0_6_to_2_9_mb_cut_no_member() {
 /// Runs `headcount serve` with `args`; returns its exit status and stderr, or `None` if it was
 /// still running (it started) after [`WAIT`].
 fn serve_exit(args: &[&str]) -> Option<(bool, String)> {
-    use std::io::Read;
-    let mut child = std::process::Command::new(headcount_testkit::process::binary())
-        .arg("serve")
-        .args([
-            "--bind",
-            "127.0.0.1:0",
-            "--jwt-secret",
-            headcount_testkit::SECRET,
-        ])
-        .args(args)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run headcount");
-    let deadline = std::time::Instant::now() + WAIT;
-    while std::time::Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("wait") {
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return Some((status.success(), err));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+    let mut all = vec!["serve", "--bind", "127.0.0.1:0"];
+    all.extend(["--jwt-secret", headcount_testkit::SECRET]);
+    all.extend(args);
+    let out = headcount_testkit::process::run_to_exit(&all, WAIT)?;
+    Some((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
 }
 
 #[test]
