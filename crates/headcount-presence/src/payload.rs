@@ -68,6 +68,35 @@ mod tests {
     }
 
     #[test]
+    fn numbers_come_back_as_the_client_wrote_them() {
+        // A client's JSON.parse must read the same double it sent, so the parse has to round
+        // correctly (serde_json's fast path alone reads 1.1e29 one unit off). Rust's own
+        // `f64::from_str` is correctly rounded: it is the reference here.
+        let number = |json: &str| -> f64 {
+            let text = json
+                .strip_prefix(r#"{"x":"#)
+                .unwrap()
+                .strip_suffix('}')
+                .unwrap();
+            text.parse().unwrap()
+        };
+        for sent in [
+            r#"{"x":1.1e29}"#,
+            r#"{"x":0.1}"#,
+            r#"{"x":2.2250738585072014e-308}"#,
+            r#"{"x":123456789012345678901}"#,
+            r#"{"x":9007199254740993}"#,
+        ] {
+            let canonical = Payload::from_json(sent).unwrap();
+            assert_eq!(
+                number(canonical.as_str()),
+                number(sent),
+                "{sent} -> {canonical:?}"
+            );
+        }
+    }
+
+    #[test]
     fn non_objects_are_refused() {
         for bad in ["[]", "1", "null", "\"s\"", "{", ""] {
             assert_eq!(Payload::from_json(bad), Err(NotAnObject), "{bad}");
