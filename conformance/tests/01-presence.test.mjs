@@ -363,6 +363,22 @@ test('a late joiner gets only the latest payload of an updated presence', async 
   assert.equal(frame[4].alice.metas.length, 1, 'one meta in presence_state');
 });
 
+test('numbers in a payload reach the others as the tracker wrote them', async (t) => {
+  // Doubles that a parser which does not round correctly reads one unit off (1.1e29), the
+  // smallest subnormal, and a value with no short exact decimal.
+  const payload = { big: 1.1e29, tiny: 5e-324, tenth: 0.1, third: 1 / 3, int: 9007199254740991 };
+  const room = newRoom();
+  const bob = await participant(t, room, { key: 'bob', payload: {} });
+  await participant(t, room, { key: 'alice', payload });
+  await waitState(bob.channel, { alice: [payload], bob: [{}] }, 'the diff carries the same numbers');
+  const late = await participant(t, room, { key: 'late', payload: {} });
+  await waitState(
+    late.channel,
+    { alice: [payload], bob: [{}], late: [{}] },
+    'presence_state carries the same numbers',
+  );
+});
+
 test('an update under a shared key replaces only the updater\'s meta', async (t) => {
   const room = newRoom();
   const tab1 = await participant(t, room, { key: 'k', payload: { tab: 1, s: 'a' } });
