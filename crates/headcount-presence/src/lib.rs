@@ -10,16 +10,20 @@
 //! * [`payload`]: [`Payload`], a canonical JSON object (what a member tracked);
 //! * [`state`]: [`ChannelPresence`], the state with track / update / untrack;
 //! * [`diff`]: [`Diff`], its JSON form, and [`Diff::merge`] for coalescing;
-//! * [`view`]: [`PresenceView`], the state subscribers have been told (for coalesced diffs).
+//! * [`view`]: [`PresenceView`], the state subscribers have been told (for coalesced diffs);
+//! * [`room`]: [`Room`], a channel's presence with what its members were told and the
+//!   coalescing schedule, time passed in.
 
 pub mod diff;
 pub mod payload;
 pub mod refs;
+pub mod room;
 pub mod state;
 pub mod view;
 
 pub use diff::Diff;
 pub use payload::{NotAnObject, Payload};
 pub use refs::{PhxRef, RefGenerator};
+pub use room::{Change, Coalesce, Flush, Room};
 pub use state::{ChannelPresence, Meta};
 pub use view::PresenceView;
