@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use headcount_presence::{ChannelPresence, Diff, Payload, PhxRef, PresenceView};
+use headcount_presence::{Change, Coalesce, Diff, Flush, Meta, Payload, Room};
 use headcount_protocol::{Encoding, Ref, Serializer, encode};
 
 use crate::cluster::{Cluster, PresenceEntry};
@@ -51,8 +51,6 @@ pub struct Member {
     pub conn: Arc<Conn>,
     /// The `join_ref` the member joined with; channel pushes carry it.
     pub join_ref: Ref,
-    /// Whether the member receives its own broadcasts (`config.broadcast.self`).
-    pub self_broadcast: bool,
     /// What the member may receive: public channels grant everything, private ones what the
     /// policy says.
     pub grants: Grants,
@@ -100,23 +98,27 @@ impl Broadcast<'_> {
 }
 
 /// The mutable state of a channel. Owned by [`Channel::state`]'s mutex.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct ChannelState {
     pub(crate) members: Vec<Member>,
-    pub(crate) presence: ChannelPresence<Owner>,
-    /// What the members have been told, while diffs are coalesced: the presence minus
-    /// `pending`. A member who joins gets this state, then `pending` when it is flushed, so it
-    /// learns each presence exactly once.
-    pub(crate) published: PresenceView,
-    /// Changes not yet sent, merged (a join and a leave of one meta cancel out).
-    pub(crate) pending: Diff,
-    /// When the last diff went out (milliseconds on the hub's clock); `None` before the first.
-    pub(crate) last_flush_ms: Option<u64>,
+    /// The presence, what the members were told of it, and when to tell them the rest.
+    pub(crate) room: Room<Owner>,
     /// Whether the channel waits in the hub's flush queue.
     pub(crate) queued: bool,
     /// Set, under the registry shard's lock, when the channel left the registry: a socket that
     /// found it there just before must look again.
     pub(crate) dead: bool,
+}
+
+impl ChannelState {
+    pub(crate) fn new(rule: Coalesce, node: u16) -> ChannelState {
+        ChannelState {
+            members: Vec::new(),
+            room: Room::new(rule, node),
+            queued: false,
+            dead: false,
+        }
+    }
 }
 
 /// One topic's members and presence.
@@ -135,15 +137,14 @@ pub struct Channel {
     pub(crate) me: std::sync::Weak<Channel>,
 }
 
-/// Presence diff coalescing, shared by a hub's channels.
-///
-/// A channel whose presence has been quiet for `window` sends a change at once; changes that
-/// follow within the window are merged and sent together when it ends. A join storm in a large
-/// channel then costs one frame per member per window instead of one per member per join.
+/// Presence diff coalescing, shared by a hub's channels: the rule each channel's [`Room`]
+/// applies, the clock it is given, and the queue of channels waiting for a flush.
 #[derive(Debug)]
 pub struct Coalescing {
     /// The window; zero sends every diff at once.
     pub window: std::time::Duration,
+    /// Channels with fewer members send every diff at once.
+    pub min_members: usize,
     /// Channels with pending diffs.
     pub(crate) queue: Mutex<Vec<std::sync::Weak<Channel>>>,
     /// The hub's clock origin.
@@ -151,11 +152,20 @@ pub struct Coalescing {
 }
 
 impl Coalescing {
-    pub(crate) fn new(window: std::time::Duration) -> Coalescing {
+    pub(crate) fn new(window: std::time::Duration, min_members: usize) -> Coalescing {
         Coalescing {
             window,
+            min_members,
             queue: Mutex::default(),
             epoch: std::time::Instant::now(),
+        }
+    }
+
+    /// The rule every room of the hub applies.
+    pub(crate) fn rule(&self) -> Coalesce {
+        Coalesce {
+            window_ms: self.window.as_millis() as u64,
+            min_members: self.min_members,
         }
     }
 
@@ -210,26 +220,13 @@ impl Channel {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sends a presence change to the members now, or merges it into the pending diff when the
-    /// channel's last diff went out less than a window ago.
-    pub(crate) fn changed(&self, state: &mut ChannelState, diff: Diff) {
-        let window = self.coalescing.window;
-        if window.is_zero() {
+    /// Performs what the room decided: sends the diff, and queues the channel for a flush when
+    /// the room started waiting.
+    fn perform(&self, state: &mut ChannelState, change: Change) {
+        if let Some(diff) = change.send {
             publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
-            return;
         }
-        let now = self.coalescing.now_ms();
-        let quiet = state
-            .last_flush_ms
-            .is_none_or(|last| now >= last + window.as_millis() as u64);
-        if state.pending.is_empty() && quiet {
-            publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
-            state.published.apply(&diff);
-            state.last_flush_ms = Some(now);
-            return;
-        }
-        state.pending.merge(diff);
-        if !state.queued {
+        if change.flush_at.is_some() && !state.queued {
             state.queued = true;
             lock(&self.coalescing.queue).push(self.me.clone());
         }
@@ -239,22 +236,17 @@ impl Channel {
     /// queued.
     pub(crate) fn flush(&self, now: u64) -> bool {
         let mut state = self.lock();
-        if state.dead || state.pending.is_empty() {
+        if state.dead {
             state.queued = false;
             return false;
         }
-        if state
-            .last_flush_ms
-            .is_some_and(|last| now < last + self.coalescing.window.as_millis() as u64)
-        {
-            return true;
+        match state.room.flush(now) {
+            Flush::Wait(_) => return true,
+            Flush::Send(diff) => {
+                publish_diff(&self.metrics, &self.key.topic, &state.members, &diff)
+            }
+            Flush::Idle => {}
         }
-        let diff = std::mem::take(&mut state.pending);
-        if !diff.is_empty() {
-            publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
-            state.published.apply(&diff);
-        }
-        state.last_flush_ms = Some(now);
         state.queued = false;
         false
     }
@@ -268,11 +260,7 @@ impl Channel {
         }
         member.conn.push(reply);
         if send_state {
-            let json = if self.coalescing.window.is_zero() {
-                state.presence.state_json()
-            } else {
-                state.published.state_json()
-            };
+            let json = state.room.joiner_state();
             let topic = &self.key.topic;
             member
                 .conn
@@ -298,8 +286,10 @@ impl Channel {
         if let Some(at) = state.members.iter().position(|m| m.id == id) {
             state.members.swap_remove(at);
         }
-        if let Some(diff) = state.presence.untrack(&Owner::Local(id)) {
-            self.changed(&mut state, diff);
+        let now = self.coalescing.now_ms();
+        let members = state.members.len();
+        if let Some(change) = state.room.untrack(&Owner::Local(id), now, members) {
+            self.perform(&mut state, change);
             self.cluster.presence(&self.key, id, None);
         }
         state.members.is_empty()
@@ -339,25 +329,26 @@ impl Channel {
         self.metrics.fanout_seconds.observe(started.elapsed());
     }
 
-    /// Tracks member `id` under `key`. `reply` goes to the member first, then the diff (if
-    /// anything changed) to every member.
+    /// Tracks member `id` under `key`, naming a new meta from `unix_ns` (the wall-clock time in
+    /// nanoseconds). `reply` goes to the member first, then the diff (if anything changed) to
+    /// every member.
     pub fn track(
         &self,
         id: MemberId,
         conn: &Conn,
         key: &str,
         payload: Payload,
-        phx_ref: PhxRef,
+        unix_ns: u64,
         reply: Bytes,
     ) {
+        let now = self.coalescing.now_ms();
         let mut state = self.lock();
         conn.push(reply);
-        if let Some(diff) = state
-            .presence
-            .track(Owner::Local(id), key, payload, phx_ref)
-        {
-            self.changed(&mut state, diff);
-            if let Some((key, meta)) = state.presence.get(&Owner::Local(id)) {
+        let members = state.members.len();
+        let owner = Owner::Local(id);
+        if let Some(change) = state.room.track(owner, key, payload, unix_ns, now, members) {
+            self.perform(&mut state, change);
+            if let Some((key, meta)) = state.room.presence().get(&Owner::Local(id)) {
                 let entry = PresenceEntry {
                     key: key.into(),
                     meta: meta.clone(),
@@ -370,13 +361,44 @@ impl Channel {
     /// Untracks member `id`. `reply`, if any, goes to the member first, then the leave to every
     /// member.
     pub fn untrack(&self, id: MemberId, conn: &Conn, reply: Option<Bytes>) {
+        let now = self.coalescing.now_ms();
         let mut state = self.lock();
         if let Some(reply) = reply {
             conn.push(reply);
         }
-        if let Some(diff) = state.presence.untrack(&Owner::Local(id)) {
-            self.changed(&mut state, diff);
+        let members = state.members.len();
+        if let Some(change) = state.room.untrack(&Owner::Local(id), now, members) {
+            self.perform(&mut state, change);
             self.cluster.presence(&self.key, id, None);
+        }
+    }
+
+    /// Another node's member `owner` now has `entry` (`None`: gone).
+    pub(crate) fn remote_set(&self, owner: &str, entry: Option<PresenceEntry>) {
+        let now = self.coalescing.now_ms();
+        let mut state = self.lock();
+        let members = state.members.len();
+        let entry = entry.as_ref().map(|e| (&*e.key, e.meta.clone()));
+        if let Some(change) = state
+            .room
+            .set(Owner::Remote(owner.into()), entry, now, members)
+        {
+            self.perform(&mut state, change);
+        }
+    }
+
+    /// Replaces every other node's presence in this channel with `entries` (after a resync).
+    pub(crate) fn remote_replace(&self, entries: Vec<(String, PresenceEntry)>) {
+        let now = self.coalescing.now_ms();
+        let mut state = self.lock();
+        let members = state.members.len();
+        let entries = entries.into_iter().map(|(owner, e)| {
+            let meta: Meta = e.meta;
+            (Owner::Remote(owner.into()), e.key, meta)
+        });
+        let remote = |o: &Owner| matches!(o, Owner::Remote(_));
+        if let Some(change) = state.room.replace(remote, entries, now, members) {
+            self.perform(&mut state, change);
         }
     }
 
@@ -387,17 +409,9 @@ impl Channel {
         }
     }
 
-    /// The payload member `id` is tracked with, if any.
-    pub fn tracked_payload(&self, id: MemberId) -> Option<Payload> {
-        self.lock()
-            .presence
-            .get(&Owner::Local(id))
-            .map(|(_, meta)| meta.payload.clone())
-    }
-
     /// The presence state as `presence_state` sends it.
     pub fn presence_json(&self) -> Arc<str> {
-        self.lock().presence.state_json()
+        self.lock().room.state_json()
     }
 
     /// `(members, presence keys, metas)`.
@@ -405,8 +419,8 @@ impl Channel {
         let state = self.lock();
         (
             state.members.len(),
-            state.presence.key_count(),
-            state.presence.meta_count(),
+            state.room.presence().key_count(),
+            state.room.presence().meta_count(),
         )
     }
 }

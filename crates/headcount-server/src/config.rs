@@ -58,6 +58,9 @@ pub struct Config {
     /// Presence diffs of a busy channel are merged over this window (a channel quiet for a
     /// window sends its next change at once). Zero sends every diff at once.
     pub presence_window: Duration,
+    /// Channels with fewer members than this send every presence change at once, as Supabase
+    /// does; only larger ones coalesce. Zero coalesces every channel.
+    pub presence_coalesce_members: usize,
     /// The public anon key to hand to the demo page, if any.
     pub anon_key: Option<String>,
 }
@@ -189,6 +192,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(5),
             limits: Limits::default(),
             presence_window: Duration::from_millis(50),
+            presence_coalesce_members: 100,
             anon_key: None,
         }
     }

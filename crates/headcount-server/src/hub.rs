@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
-use headcount_presence::{Diff, PhxRef, RefGenerator};
 
+use crate::channel::ChannelState;
 pub use crate::channel::{Broadcast, Channel, ChannelKey, Coalescing, Member, MemberId, Owner};
 use crate::cluster::{Cluster, ClusterSink, PresenceEntry, RelayedBroadcast, Standalone};
 use crate::config::Config;
@@ -58,7 +58,8 @@ pub struct Hub {
     conns: Box<[Shard<ConnId, Arc<Conn>>]>,
     hasher: std::collections::hash_map::RandomState,
     next_id: AtomicU64,
-    refs: Mutex<RefGenerator>,
+    /// Tells this node's `phx_ref`s apart from other nodes'; each channel names its metas.
+    ref_node: u16,
     node: [u8; 6],
 }
 
@@ -86,7 +87,10 @@ impl Hub {
             cluster,
             users: Default::default(),
             draining: Default::default(),
-            coalescing: Arc::new(Coalescing::new(config.presence_window)),
+            coalescing: Arc::new(Coalescing::new(
+                config.presence_window,
+                config.presence_coalesce_members,
+            )),
             metrics: Default::default(),
             input_budget: Arc::new(crate::ws::InputBudget::new(config.max_buffered_input)),
             joins: NodeRate::per_second(config.limits.max_joins_per_second),
@@ -101,7 +105,7 @@ impl Hub {
             conns: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: Default::default(),
             next_id: AtomicU64::new(1),
-            refs: Mutex::new(RefGenerator::new(u16::from_be_bytes([node[4], node[5]]))),
+            ref_node: u16::from_be_bytes([node[4], node[5]]),
             node,
         }
     }
@@ -109,11 +113,6 @@ impl Hub {
     /// A fresh id for a connection or a membership.
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// A fresh `phx_ref`, given the time in nanoseconds since the Unix epoch.
-    pub fn next_phx_ref(&self, now_ns: u64) -> PhxRef {
-        lock(&self.refs).next(now_ns)
     }
 
     /// A fresh presence key for a member that joined without one: a UUID version 1, as
@@ -143,7 +142,7 @@ impl Hub {
                     self.cluster.serve(&key);
                     Arc::new_cyclic(|me| Channel {
                         key: key.clone(),
-                        state: Mutex::default(),
+                        state: Mutex::new(ChannelState::new(self.coalescing.rule(), self.ref_node)),
                         metrics: self.metrics.clone(),
                         cluster: self.cluster.clone(),
                         coalescing: self.coalescing.clone(),
@@ -299,45 +298,14 @@ impl ClusterSink for Hub {
     }
 
     fn remote_presence(&self, key: &ChannelKey, owner: &str, entry: Option<PresenceEntry>) {
-        let Some(channel) = self.channel(key) else {
-            return;
-        };
-        let mut state = channel.lock();
-        let entry = entry.as_ref().map(|e| (&*e.key, e.meta.clone()));
-        if let Some(diff) = state.presence.set(Owner::Remote(owner.into()), entry) {
-            channel.changed(&mut state, diff);
+        if let Some(channel) = self.channel(key) {
+            channel.remote_set(owner, entry);
         }
     }
 
     fn remote_reset(&self, key: &ChannelKey, entries: Vec<(String, PresenceEntry)>) {
-        let Some(channel) = self.channel(key) else {
-            return;
-        };
-        let mut state = channel.lock();
-        let fresh: std::collections::HashSet<&str> =
-            entries.iter().map(|(o, _)| o.as_str()).collect();
-        let stale: Vec<Owner> = state
-            .presence
-            .owners()
-            .filter(|o| matches!(o, Owner::Remote(id) if !fresh.contains(&**id)))
-            .cloned()
-            .collect();
-        let mut diff = Diff::default();
-        for owner in stale {
-            if let Some(d) = state.presence.untrack(&owner) {
-                diff.merge(d);
-            }
-        }
-        for (owner, entry) in entries {
-            if let Some(d) = state
-                .presence
-                .set(Owner::Remote(owner.into()), Some((&entry.key, entry.meta)))
-            {
-                diff.merge(d);
-            }
-        }
-        if !diff.is_empty() {
-            channel.changed(&mut state, diff);
+        if let Some(channel) = self.channel(key) {
+            channel.remote_replace(entries);
         }
     }
 }

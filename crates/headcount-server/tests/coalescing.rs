@@ -60,9 +60,79 @@ async fn watch_until(
     (view, announced, frames)
 }
 
+/// A window of `ms` in every room, however small (the tests' rooms are).
+fn coalesce_every_room(c: &mut headcount_server::Config, ms: u64) {
+    c.presence_window = Duration::from_millis(ms);
+    c.presence_coalesce_members = 0;
+}
+
+/// A track and an untrack in quick succession, watched by an observer in a channel of
+/// `bystanders + 2` members with a 600 ms window and the default member threshold set to
+/// `threshold`. Returns whether the observer heard of the flicker.
+async fn flicker_seen(threshold: usize, bystanders: usize) -> bool {
+    let server = TestServer::start_with(|c| {
+        c.presence_window = Duration::from_millis(600);
+        c.presence_coalesce_members = threshold;
+    })
+    .await;
+    let mut observer = server.client("2.0.0").await;
+    let jo = observer.join(TOPIC, config("observer")).await;
+    let mut others = Vec::new();
+    for i in 0..bystanders {
+        let mut c = server.client("2.0.0").await;
+        c.join(TOPIC, config(&format!("b{i}"))).await;
+        others.push(c);
+    }
+    track(&mut observer, &jo, json!({})).await; // quiet: sent at once, opens a window
+    observer.expect_event(TOPIC, "presence_diff").await;
+    let mut flicker = server.client("2.0.0").await;
+    let jr = flicker.join(TOPIC, config("flicker")).await;
+    track(&mut flicker, &jr, json!({})).await;
+    let rf = flicker.next_ref();
+    flicker
+        .send(
+            json!(jr),
+            json!(rf),
+            TOPIC,
+            "presence",
+            json!({"type": "presence", "event": "untrack"}),
+        )
+        .await;
+    flicker.expect_reply(&rf).await;
+    let mut seen = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(900);
+    while let Ok(msg) = tokio::time::timeout_at(deadline, observer.recv_msg()).await {
+        if msg.event == "presence_diff"
+            && (msg.payload["joins"].get("flicker").is_some()
+                || msg.payload["leaves"].get("flicker").is_some())
+        {
+            seen = true;
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_room_below_the_member_threshold_sends_every_change_at_once() {
+    // observer + flicker + 1 bystander = 3 members, one below a threshold of 4.
+    assert!(
+        flicker_seen(4, 1).await,
+        "a small room hears a track then untrack"
+    );
+}
+
+#[tokio::test]
+async fn a_room_at_the_member_threshold_coalesces() {
+    // observer + flicker + 2 bystanders = 4 members, at a threshold of 4.
+    assert!(
+        !flicker_seen(4, 2).await,
+        "a track then untrack inside one window cancel out"
+    );
+}
+
 #[tokio::test]
 async fn a_join_storm_costs_few_frames() {
-    let server = TestServer::start_with(|c| c.presence_window = Duration::from_millis(200)).await;
+    let server = TestServer::start_with(|c| coalesce_every_room(c, 200)).await;
     let mut observer = server.client("2.0.0").await;
     observer.join(TOPIC, config("observer")).await;
     let mut members = Vec::new();
@@ -88,7 +158,7 @@ async fn a_join_storm_costs_few_frames() {
 
 #[tokio::test]
 async fn a_member_joining_during_a_window_learns_each_presence_once() {
-    let server = TestServer::start_with(|c| c.presence_window = Duration::from_millis(600)).await;
+    let server = TestServer::start_with(|c| coalesce_every_room(c, 600)).await;
     let mut first = server.client("2.0.0").await;
     let jf = first.join(TOPIC, config("first")).await;
     track(&mut first, &jf, json!({})).await; // a quiet channel: sent at once
@@ -133,7 +203,7 @@ async fn a_member_joining_during_a_window_learns_each_presence_once() {
 
 #[tokio::test]
 async fn a_join_and_leave_inside_one_window_reach_nobody() {
-    let server = TestServer::start_with(|c| c.presence_window = Duration::from_millis(600)).await;
+    let server = TestServer::start_with(|c| coalesce_every_room(c, 600)).await;
     let mut observer = server.client("2.0.0").await;
     let jo = observer.join(TOPIC, config("observer")).await;
     track(&mut observer, &jo, json!({})).await; // quiet: sent at once, opens a window

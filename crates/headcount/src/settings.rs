@@ -149,6 +149,14 @@ pub struct Settings {
         value_name = "MILLISECONDS"
     )]
     pub presence_window_ms: Option<u64>,
+    /// Channels with fewer members send every presence change at once, as Supabase does; larger
+    /// ones coalesce over `presence_window_ms`. 0 coalesces every channel [default: 100].
+    #[arg(
+        long = "presence-coalesce-members",
+        env = "HEADCOUNT_PRESENCE_COALESCE_MEMBERS",
+        value_name = "MEMBERS"
+    )]
+    pub presence_coalesce_members: Option<usize>,
     /// Share presence and broadcast with other nodes through this Redis (`redis://HOST:PORT`).
     #[arg(
         long = "redis",
@@ -197,7 +205,7 @@ impl Settings {
             max_joins_per_second, max_events_per_second, max_presence_events_per_second,
             max_client_joins_per_second, max_client_events_per_second,
             max_client_presence_events_per_second,
-            client_presence_max_calls, client_presence_window, max_payload_size_kb, presence_window_ms, redis_url,
+            client_presence_max_calls, client_presence_window, max_payload_size_kb, presence_window_ms, presence_coalesce_members, redis_url,
             node_timeout, redis_queue_bytes, log_format);
         merge!(self, lower: max_topic_bytes, max_batch_messages, max_batch_body_bytes);
         self
@@ -247,6 +255,7 @@ impl Settings {
             max_batch_messages: Some(limits.max_batch_messages),
             max_batch_body_bytes: Some(limits.max_batch_body_bytes),
             presence_window_ms: Some(50),
+            presence_coalesce_members: Some(100),
             redis_url: None,
             node_timeout: Some(10),
             redis_queue_bytes: Some(headcount_redis::DEFAULT_QUEUE_BYTES),
@@ -320,6 +329,8 @@ impl Settings {
         };
         config.presence_window =
             Duration::from_millis(self.presence_window_ms.expect("complete settings"));
+        config.presence_coalesce_members =
+            self.presence_coalesce_members.expect("complete settings");
         if config.limits.max_topic_bytes == 0 || config.limits.max_batch_messages == 0 {
             bail!("max_topic_bytes and max_batch_messages must be at least 1");
         }

@@ -52,6 +52,9 @@ struct Joined {
     ack: bool,
     self_broadcast: bool,
     private: bool,
+    /// The payload this member is tracked with, if it is: the channel's presence holds the
+    /// same, and only this session changes it.
+    tracked: Option<headcount_presence::Payload>,
     /// What the member may do: everything on public channels, the policy's grants on private
     /// ones.
     grants: Grants,
@@ -291,7 +294,6 @@ impl Session {
             id: self.hub.next_id(),
             conn: self.conn.clone(),
             join_ref: join_ref.clone(),
-            self_broadcast: options.self_broadcast,
             grants,
         };
         let member_id = member.id;
@@ -314,6 +316,7 @@ impl Session {
                 ack: options.ack,
                 self_broadcast: options.self_broadcast,
                 private: options.private,
+                tracked: None,
                 grants,
             },
         );

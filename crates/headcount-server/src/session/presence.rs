@@ -60,7 +60,7 @@ impl Session {
                         "StrictPresence: the presence key must equal the token's sub",
                     );
                 }
-                if joined.channel.tracked_payload(joined.member).as_ref() == Some(&payload) {
+                if joined.tracked.as_ref() == Some(&payload) {
                     // An identical re-track changes nothing.
                     return self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
                 }
@@ -91,20 +91,22 @@ impl Session {
                         return self.reply_reason(jr, &m.msg_ref, topic, RATE_PRESENCE);
                     }
                 }
-                let joined = &self.channels[&*m.topic];
                 let reply = self.reply_frame(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
-                let phx_ref = self.hub.next_phx_ref(now_ms.saturating_mul(1_000_000));
+                let joined = self.channels.get_mut(&*m.topic).expect("joined");
+                joined.tracked = Some(payload.clone());
                 joined.channel.track(
                     joined.member,
                     &self.conn,
                     &joined.presence_key,
                     payload,
-                    phx_ref,
+                    now_ms.saturating_mul(1_000_000),
                     reply,
                 );
             }
             Some("untrack") => {
                 let reply = self.reply_frame(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
+                let joined = self.channels.get_mut(&*m.topic).expect("joined");
+                joined.tracked = None;
                 joined
                     .channel
                     .untrack(joined.member, &self.conn, Some(reply));
@@ -120,7 +122,7 @@ impl Session {
             .iter()
             .filter(|(t, _)| &***t != topic)
             .filter_map(|(_, j)| {
-                let payload = j.channel.tracked_payload(j.member)?;
+                let payload = j.tracked.as_ref()?;
                 Some(payload.as_str().len() + j.presence_key.len())
             })
             .sum()
