@@ -53,6 +53,29 @@ impl Diff {
     }
 }
 
+/// Appends a presence state, `{"key": {"metas": [...]}, ...}`, from keys and their metas.
+pub(crate) fn write_state<'a, M>(out: &mut String, groups: impl Iterator<Item = (&'a str, M)>)
+where
+    M: Iterator<Item = &'a Meta>,
+{
+    out.push('{');
+    for (i, (key, metas)) in groups.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_key(out, key);
+        out.push_str(":{\"metas\":[");
+        for (j, meta) in metas.enumerate() {
+            if j > 0 {
+                out.push(',');
+            }
+            meta.write_json(out);
+        }
+        out.push_str("]}");
+    }
+    out.push('}');
+}
+
 /// Appends a presence key as a JSON string.
 pub(crate) fn write_key(out: &mut String, key: &str) {
     out.push_str(&serde_json::to_string(key).expect("a string always serializes"));
@@ -63,20 +86,5 @@ fn write_grouped(out: &mut String, metas: &[(Box<str>, Meta)]) {
     for (key, meta) in metas {
         groups.entry(key).or_default().push(meta);
     }
-    out.push('{');
-    for (i, (key, metas)) in groups.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        write_key(out, key);
-        out.push_str(":{\"metas\":[");
-        for (j, meta) in metas.into_iter().enumerate() {
-            if j > 0 {
-                out.push(',');
-            }
-            meta.write_json(out);
-        }
-        out.push_str("]}");
-    }
-    out.push('}');
+    write_state(out, groups.into_iter().map(|(k, ms)| (k, ms.into_iter())));
 }

@@ -207,22 +207,7 @@ impl<O: Clone + Eq + Hash> ChannelPresence<O> {
             return json.clone();
         }
         let mut out = String::with_capacity(64 * self.owners.len() + 2);
-        out.push('{');
-        for (i, (key, entries)) in self.by_key.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            crate::diff::write_key(&mut out, key);
-            out.push_str(":{\"metas\":[");
-            for (j, entry) in entries.iter().enumerate() {
-                if j > 0 {
-                    out.push(',');
-                }
-                entry.meta.write_json(&mut out);
-            }
-            out.push_str("]}");
-        }
-        out.push('}');
+        crate::diff::write_state(&mut out, self.iter());
         let json: Arc<str> = Arc::from(out);
         self.cached_json = Some(json.clone());
         json

@@ -52,22 +52,10 @@ impl PresenceView {
             return json.clone();
         }
         let mut out = String::with_capacity(64 * self.by_key.len() + 2);
-        out.push('{');
-        for (i, (key, metas)) in self.by_key.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            crate::diff::write_key(&mut out, key);
-            out.push_str(":{\"metas\":[");
-            for (j, meta) in metas.iter().enumerate() {
-                if j > 0 {
-                    out.push(',');
-                }
-                meta.write_json(&mut out);
-            }
-            out.push_str("]}");
-        }
-        out.push('}');
+        crate::diff::write_state(
+            &mut out,
+            self.by_key.iter().map(|(k, metas)| (&**k, metas.iter())),
+        );
         let json: Arc<str> = Arc::from(out);
         self.cached_json = Some(json.clone());
         json

@@ -204,6 +204,7 @@ mod cluster {
     }
 }
 
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM: how `serve` and `watch` are stopped.
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -116,7 +116,7 @@ async fn watch(args: WatchArgs, serializer: Serializer, status: Value) -> anyhow
         log: VecDeque::new(),
     };
     view.redraw()?;
-    let stop = shutdown_signal();
+    let stop = crate::shutdown_signal();
     tokio::pin!(stop);
     let mut refused = None;
     loop {
@@ -350,25 +350,4 @@ fn emit_text(line: &str) -> anyhow::Result<()> {
     writeln!(stdout, "{line}")?;
     stdout.flush()?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
 }
