@@ -112,7 +112,7 @@ pub(crate) fn to_object(value: impl Serialize) -> Result<Map<String, Value>, Err
     match serde_json::to_value(value) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(Error::NotAnObject),
-        Err(e) => Err(Error::Json(e.to_string())),
+        Err(e) => Err(Error::from(e)),
     }
 }
 
@@ -208,7 +208,7 @@ impl Channel {
                 event: event.to_owned(),
                 payload: BroadcastPayload::Json(value),
             }),
-            Err(e) => Reply::ready(Err(Error::Json(e.to_string()))),
+            Err(e) => Reply::ready(Err(Error::from(e))),
         }
     }
 

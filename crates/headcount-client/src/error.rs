@@ -1,5 +1,8 @@
 //! The errors of the SDK.
 
+use std::mem::discriminant;
+use std::sync::Arc;
+
 /// Why a request to the client, a channel or a presence failed.
 ///
 /// The messages are stable: apps may show them or match on the variants.
@@ -10,7 +13,7 @@
 /// let e = Error::Refused("Unauthorized: You do not have permissions to read from this Channel topic: room".into());
 /// assert!(e.to_string().starts_with("the server refused: Unauthorized"));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Error {
     /// The URL is not `http(s)://` or `ws(s)://` followed by a host.
     #[error("invalid URL: {0}")]
@@ -43,7 +46,29 @@ pub enum Error {
     /// Presence payloads (statuses) are JSON objects.
     #[error("a presence status must be a JSON object")]
     NotAnObject,
-    /// A payload could not be turned into JSON.
+    /// A payload (a broadcast, a track or a presence status) could not be turned into JSON;
+    /// serde's error is the [source](std::error::Error::source).
     #[error("cannot serialize the payload: {0}")]
-    Json(String),
+    Json(#[source] Arc<serde_json::Error>),
 }
+
+impl From<serde_json::Error> for Error {
+    fn from(e: serde_json::Error) -> Error {
+        Error::Json(Arc::new(e))
+    }
+}
+
+/// Errors are equal when they are the same variant with the same reason; two
+/// [`Json`](Error::Json) errors, when they have the same message.
+impl PartialEq for Error {
+    fn eq(&self, other: &Error) -> bool {
+        match (self, other) {
+            (Error::InvalidUrl(a), Error::InvalidUrl(b))
+            | (Error::Refused(a), Error::Refused(b)) => a == b,
+            (Error::Json(a), Error::Json(b)) => Arc::ptr_eq(a, b) || a.to_string() == b.to_string(),
+            _ => discriminant(self) == discriminant(other),
+        }
+    }
+}
+
+impl Eq for Error {}

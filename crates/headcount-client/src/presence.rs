@@ -41,7 +41,8 @@ pub const DEFAULT_CHANNEL: &str = "any";
 pub struct PresenceBuilder {
     client: RealtimeClient,
     name: String,
-    status: Value,
+    /// The status, or why it could not be serialized (reported by [`join`](Self::join)).
+    status: Result<Value, Error>,
     options: ChannelOptions,
 }
 
@@ -50,14 +51,15 @@ impl PresenceBuilder {
         PresenceBuilder {
             client,
             name: name.to_owned(),
-            status: Value::Object(Map::new()),
+            status: Ok(Value::Object(Map::new())),
             options: ChannelOptions::default(),
         }
     }
 
-    /// The status to track (a JSON object; `{}` by default).
+    /// The status to track (a JSON object; `{}` by default). If it cannot be serialized,
+    /// [`join`](Self::join) fails with [`Error::Json`].
     pub fn user_status(mut self, status: impl Serialize) -> Self {
-        self.status = serde_json::to_value(status).unwrap_or(Value::Null);
+        self.status = serde_json::to_value(status).map_err(Error::from);
         self
     }
 
@@ -76,9 +78,9 @@ impl PresenceBuilder {
 
     /// Subscribes to the channel and tracks the status on every `SUBSCRIBED`. Returns at once;
     /// the stores fill in as the server answers. Fails only when the status is not a JSON
-    /// object.
+    /// object ([`Error::NotAnObject`]) or could not be serialized ([`Error::Json`]).
     pub fn join(self) -> Result<Presence, Error> {
-        let status = match self.status {
+        let status = match self.status? {
             Value::Object(map) => map,
             Value::Null => Map::new(),
             _ => return Err(Error::NotAnObject),
@@ -191,7 +193,7 @@ impl Presence {
         let update = match serde_json::to_value(status) {
             Ok(Value::Null) => return Reply::ready(Ok(())),
             Ok(value) => to_object(value),
-            Err(e) => Err(Error::Json(e.to_string())),
+            Err(e) => Err(Error::from(e)),
         };
         let update = match update {
             Ok(update) => update,

@@ -500,3 +500,24 @@ async fn disconnect_and_dropping_every_handle_close_the_socket() {
         "the last handle gone, the loop ends"
     );
 }
+
+#[tokio::test]
+async fn a_status_that_cannot_be_serialized_fails_the_join_with_its_cause() {
+    use std::error::Error as _;
+    // JSON object keys must be strings: a map keyed by pairs cannot be serialized.
+    let status: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into();
+    let client = RealtimeClient::connect("http://127.0.0.1:9", "the-key").unwrap();
+    let err = match client.presence("room").user_status(status).join() {
+        Err(err) => err,
+        Ok(_) => panic!("a status that is not JSON is refused"),
+    };
+    assert!(matches!(err, headcount_client::Error::Json(_)), "{err:?}");
+    let source = err
+        .source()
+        .expect("the serde_json error is kept as the source");
+    assert!(
+        source.to_string().contains("key must be a string"),
+        "{source}"
+    );
+    client.disconnect().await;
+}
