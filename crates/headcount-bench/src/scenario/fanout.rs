@@ -23,11 +23,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use tokio::sync::{Semaphore, watch};
-use tokio::time::MissedTickBehavior;
 
+use super::publisher::{Pace, Publisher, idle};
 use super::{
-    CpuMeter, Ctx, Next, Outcome, Schedule, bar, finish, hold, keepalive_timer, next_step, opt,
-    ramp_headline, tick, wait_until, within,
+    CpuMeter, CpuUse, Ctx, Next, Outcome, Schedule, bar, finish, hold, keepalive_timer, next_step,
+    opt, ramp_headline, wait_until, within,
 };
 use crate::BenchArgs;
 use crate::client::{Client, ClientError, Target};
@@ -71,48 +71,107 @@ fn atomics(n: usize) -> Vec<AtomicU64> {
     (0..n).map(|_| AtomicU64::new(0)).collect()
 }
 
+/// The shape of a run, from the arguments.
+#[derive(Debug)]
+struct Plan {
+    channels: usize,
+    per_channel: usize,
+    publishers: usize,
+    subscribers: usize,
+    nodes: usize,
+    clustered: bool,
+    per_node_subscribers: Vec<usize>,
+    rates: Vec<f64>,
+    bound: f64,
+}
+
+impl Plan {
+    fn new(args: &BenchArgs, nodes: usize) -> Plan {
+        let channels = args.channels.unwrap_or(1).max(1);
+        let per_channel = args.subscribers.max(1);
+        let subscribers = channels * per_channel;
+        Plan {
+            channels,
+            per_channel,
+            publishers: args.publishers.unwrap_or(channels.max(10)).max(1),
+            subscribers,
+            nodes,
+            clustered: nodes > 1,
+            per_node_subscribers: per_node(subscribers, nodes, |i| {
+                subscriber_node(i, channels, nodes)
+            }),
+            rates: args.ramp(),
+            bound: args.p99_bound_ms(),
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.subscribers + self.publishers
+    }
+}
+
+impl Counters {
+    fn new(steps: usize, clustered: bool) -> Counters {
+        Counters {
+            sent: atomics(steps),
+            finished: atomics(steps),
+            delivered: atomics(steps),
+            delivered_remote: atomics(steps),
+            duplicates: atomics(steps),
+            strays: AtomicU64::new(0),
+            latency: stats::Shared::new(steps, 16),
+            latency_remote: stats::Shared::new(if clustered { steps } else { 1 }, 16),
+        }
+    }
+}
+
 /// Runs the scenario.
 pub async fn run<P: Protocol>(
     target: Arc<Target<P>>,
     args: &BenchArgs,
     ctx: Ctx,
 ) -> anyhow::Result<Outcome> {
-    let channels = args.channels.unwrap_or(1).max(1);
-    let per_channel = args.subscribers.max(1);
-    let publishers = args.publishers.unwrap_or(channels.max(10)).max(1);
-    let subscribers = channels * per_channel;
-    let nodes = target.nodes.len();
-    let clustered = nodes > 1;
-    let per_node_subscribers =
-        per_node(subscribers, nodes, |i| subscriber_node(i, channels, nodes));
-    let remote_subscribers = subscribers - per_node_subscribers[0];
-    ctx.check_sockets(subscribers + publishers)?;
-    let rates = args.ramp();
-    let bound = args.p99_bound_ms();
-    // A failed step is tried once more, so counters exist for twice as many attempts.
-    let steps = 2 * rates.len();
+    let plan = Plan::new(args, target.nodes.len());
+    ctx.check_sockets(plan.connections())?;
     let ctx = Arc::new(ctx);
-    let counters = Arc::new(Counters {
-        sent: atomics(steps),
-        finished: atomics(steps),
-        delivered: atomics(steps),
-        delivered_remote: atomics(steps),
-        duplicates: atomics(steps),
-        strays: AtomicU64::new(0),
-        latency: stats::Shared::new(steps, 16),
-        latency_remote: stats::Shared::new(if clustered { steps } else { 1 }, 16),
-    });
+    // A failed step is tried once more, so counters exist for twice as many attempts.
+    let counters = Arc::new(Counters::new(2 * plan.rates.len(), plan.clustered));
     let (stop_tx, stop_rx) = watch::channel(false);
     let (phase_tx, phase_rx) = watch::channel(Phase::Idle);
+    let mut setup = connect(&target, args, &plan, &ctx, &counters, &stop_rx, &phase_rx).await;
+    let ramp = ramp(args, &plan, &ctx, &counters, &phase_tx, setup.failed).await;
+    let _ = stop_tx.send(true);
+    finish(std::mem::take(&mut setup.tasks)).await;
+    Ok(report(args, &plan, &setup, ramp, &counters, &ctx))
+}
+
+/// The connections, once set up.
+struct Setup {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    secs: f64,
+    failed: usize,
+}
+
+/// Places and connects every subscriber and publisher, and waits until each is set up or
+/// failed (or the set-up time is over).
+async fn connect<P: Protocol>(
+    target: &Arc<Target<P>>,
+    args: &BenchArgs,
+    plan: &Plan,
+    ctx: &Arc<Ctx>,
+    counters: &Arc<Counters>,
+    stop_rx: &watch::Receiver<bool>,
+    phase_rx: &watch::Receiver<Phase>,
+) -> Setup {
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let ready = Arc::new(AtomicUsize::new(0));
     let failed = Arc::new(AtomicUsize::new(0));
-    let pb = bar((subscribers + publishers) as u64, "connecting");
-    let setup_started = Instant::now();
+    let pb = bar(plan.connections() as u64, "connecting");
+    let started = Instant::now();
     let mut tasks = Vec::new();
-
-    let publishers_per_channel = publishers.div_ceil(channels);
-    for i in 0..subscribers + publishers {
+    let publishers_per_channel = plan.publishers.div_ceil(plan.channels);
+    let (subscribers, channels) = (plan.subscribers, plan.channels);
+    for i in 0..plan.connections() {
         let is_publisher = i >= subscribers;
         let channel = if is_publisher {
             (i - subscribers) % channels
@@ -122,7 +181,7 @@ pub async fn run<P: Protocol>(
         let node = if is_publisher {
             0
         } else {
-            subscriber_node(i, channels, nodes)
+            subscriber_node(i, channels, plan.nodes)
         };
         let member = Member {
             id: i as u32,
@@ -194,15 +253,14 @@ pub async fn run<P: Protocol>(
             }
         }));
     }
-    let setup_deadline = setup_started + Duration::from_secs_f64(3.0 * args.timeout_secs);
+    let all = plan.connections();
+    let setup_deadline = started + Duration::from_secs_f64(3.0 * args.timeout_secs);
     if !wait_until(setup_deadline, || {
-        ready.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) >= subscribers + publishers
+        ready.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) >= all
     })
     .await
     {
-        let missing = subscribers + publishers
-            - ready.load(Ordering::Relaxed)
-            - failed.load(Ordering::Relaxed);
+        let missing = all - ready.load(Ordering::Relaxed) - failed.load(Ordering::Relaxed);
         failed.fetch_add(missing, Ordering::Relaxed);
         ctx.errors.add("setup", || {
             format!(
@@ -212,9 +270,45 @@ pub async fn run<P: Protocol>(
         });
     }
     pb.finish_with_message("set up");
-    let setup_secs = setup_started.elapsed().as_secs_f64();
-    let setup_failed = failed.load(Ordering::Relaxed);
+    Setup {
+        tasks,
+        secs: started.elapsed().as_secs_f64(),
+        failed: failed.load(Ordering::Relaxed),
+    }
+}
 
+/// What the ramp found.
+struct Ramp {
+    table: Table,
+    steps: Vec<serde_json::Value>,
+    /// The best passing step's delivery rate and p99.
+    best: Option<(f64, f64)>,
+    best_remote_p99: Option<f64>,
+    stopped_because: Option<String>,
+}
+
+/// One step's figures.
+struct Measured {
+    sent: u64,
+    expected: u64,
+    delivered: u64,
+    duplicates: u64,
+    lost: u64,
+    delivered_remote: u64,
+    lat: stats::LatencySummary,
+    remote_lat: stats::LatencySummary,
+    cpu: CpuUse,
+}
+
+/// Runs the steps of the ramp, each retried once when it fails.
+async fn ramp(
+    args: &BenchArgs,
+    plan: &Plan,
+    ctx: &Ctx,
+    counters: &Counters,
+    phase_tx: &watch::Sender<Phase>,
+    setup_failed: usize,
+) -> Ramp {
     let mut headers = vec![
         "step",
         "target/s",
@@ -224,199 +318,264 @@ pub async fn run<P: Protocol>(
         "p99 ms",
         "p999 ms",
     ];
-    if clustered {
+    if plan.clustered {
         headers.extend(["x-node", "x-node p99"]);
     }
     headers.extend(["lost", "dup", "srv cpu%", "gen cpu%", ""]);
-    let mut table = Table::new(&headers);
-    let mut results = Vec::new();
-    let mut best: Option<(f64, f64)> = None;
-    let mut best_remote_p99: Option<f64> = None;
-    let mut stopped_because = None;
-    if setup_failed > 0 {
-        stopped_because = Some(format!("{setup_failed} connections failed to set up"));
-    }
-    let ramp = bar(rates.len() as u64, "ramp");
+    let mut out = Ramp {
+        table: Table::new(&headers),
+        steps: Vec::new(),
+        best: None,
+        best_remote_p99: None,
+        stopped_because: (setup_failed > 0)
+            .then(|| format!("{setup_failed} connections failed to set up")),
+    };
+    let rates = &plan.rates;
+    let pb = bar(rates.len() as u64, "ramp");
     let (mut attempt, mut i, mut retrying) = (0usize, 0usize, false);
     while i < rates.len() {
-        if stopped_because.is_some() {
+        if out.stopped_because.is_some() {
             break;
         }
         let (k, rate) = (attempt, rates[i]);
         attempt += 1;
-        ramp.set_message(format!("{}/s", si(rate)));
-        let per_publisher = rate / per_channel as f64 / publishers as f64;
-        let cpu = CpuMeter::start(&ctx);
-        let start = tokio::time::Instant::now() + Duration::from_millis(20);
-        let end = start + Duration::from_secs_f64(args.step_secs);
-        let _ = phase_tx.send(Phase::Step {
-            index: k as u32,
-            per_publisher,
-            start,
-            end,
-        });
-        tokio::time::sleep_until(end).await;
-        let _ = phase_tx.send(Phase::Idle);
-        let step_cpu = cpu.read(&ctx);
-
-        // Drain: wait for what was sent to arrive, or give up.
-        let drain_until = Instant::now() + Duration::from_secs_f64((4.0 * bound / 1000.0).max(2.0));
-        let (mut sent, mut delivered);
-        loop {
-            let finished = counters.finished[k].load(Ordering::Relaxed) as usize;
-            sent = counters.sent[k].load(Ordering::Relaxed);
-            delivered = counters.delivered[k].load(Ordering::Relaxed);
-            let all_sent = finished + setup_failed >= publishers;
-            if (all_sent && delivered >= sent * per_channel as u64) || Instant::now() >= drain_until
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        // Anything still in flight is now late: let it land in its own step's counters.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        delivered = counters.delivered[k].load(Ordering::Relaxed);
-        let duplicates = counters.duplicates[k].load(Ordering::Relaxed);
-        let distinct = delivered - duplicates.min(delivered);
-        let expected = sent * per_channel as u64;
-        let lost = expected.saturating_sub(distinct);
-        let remote_lat = counters.latency_remote.merged(k);
-        let mut all_lat = counters.latency.merged(k);
-        all_lat.merge(&remote_lat);
-        let lat = all_lat.summary();
-        let remote_lat = remote_lat.summary();
-        let delivered_remote = counters.delivered_remote[k].load(Ordering::Relaxed);
-        let cross_share = delivered_remote as f64 / delivered.max(1) as f64;
+        pb.set_message(format!("{}/s", si(rate)));
+        let m = step(args, plan, ctx, counters, phase_tx, setup_failed, k, rate).await;
         let secs = args.step_secs;
-        let sent_rate = sent as f64 / secs;
-        let delivered_rate = distinct as f64 / secs;
-        let reason = if lost > 0 {
-            Some(format!("{lost} deliveries lost"))
-        } else if duplicates > 0 {
-            Some(format!("{duplicates} duplicates"))
-        } else if lat.p99_ms > bound {
-            Some(format!("p99 {:.1} ms > {bound} ms", lat.p99_ms))
-        } else if clustered && remote_lat.p99_ms > bound {
-            Some(format!(
-                "cross-node p99 {:.1} ms > {bound} ms",
-                remote_lat.p99_ms
-            ))
-        } else {
-            None
-        };
-        if reason.is_none() && best.is_none_or(|(b, _)| delivered_rate > b) {
-            best = Some((delivered_rate, lat.p99_ms));
-            best_remote_p99 = Some(remote_lat.p99_ms);
+        let delivered_rate = (m.delivered - m.duplicates.min(m.delivered)) as f64 / secs;
+        let reason = step_verdict(&m, plan.bound, plan.clustered);
+        if reason.is_none() && out.best.is_none_or(|(b, _)| delivered_rate > b) {
+            out.best = Some((delivered_rate, m.lat.p99_ms));
+            out.best_remote_p99 = Some(m.remote_lat.p99_ms);
         }
-        let mut row = vec![
-            format!("{}{}", i + 1, if retrying { " again" } else { "" }),
-            si(rate),
-            si(sent_rate),
-            si(delivered_rate),
-            format!("{:.2}", lat.p50_ms),
-            format!("{:.2}", lat.p99_ms),
-            format!("{:.2}", lat.p999_ms),
-        ];
-        if clustered {
-            row.push(format!("{:.0}%", 100.0 * cross_share));
-            row.push(format!("{:.2}", remote_lat.p99_ms));
-        }
-        row.extend([
-            lost.to_string(),
-            duplicates.to_string(),
-            opt(step_cpu.server_pct(), 0),
-            format!("{:.0}", step_cpu.generator_pct()),
-            if reason.is_some() { "FAIL" } else { "ok" }.to_owned(),
-        ]);
-        table.row(row);
+        let label = format!("{}{}", i + 1, if retrying { " again" } else { "" });
+        out.table.row(step_row(
+            label,
+            rate,
+            secs,
+            &m,
+            plan.clustered,
+            reason.is_some(),
+        ));
         let mut step_json = json!({
             "step": i + 1,
             "attempt": k + 1,
             "retry": retrying,
             "target_deliveries_per_sec": rate,
-            "publish_rate_per_sec": sent_rate,
+            "publish_rate_per_sec": m.sent as f64 / secs,
             "deliveries_per_sec": delivered_rate,
-            "sent": sent,
-            "expected": expected,
-            "delivered": delivered,
-            "lost": lost,
-            "duplicates": duplicates,
-            "latency": lat,
-            "cpu": step_cpu,
-            "server_cpu_pct": step_cpu.server_pct(),
-            "generator_cpu_pct": step_cpu.generator_pct(),
+            "sent": m.sent,
+            "expected": m.expected,
+            "delivered": m.delivered,
+            "lost": m.lost,
+            "duplicates": m.duplicates,
+            "latency": m.lat,
+            "cpu": m.cpu,
+            "server_cpu_pct": m.cpu.server_pct(),
+            "generator_cpu_pct": m.cpu.generator_pct(),
             "passed": reason.is_none(),
             "failure": reason,
         });
-        if clustered {
-            step_json["cross_node_share"] = json!(cross_share);
-            step_json["cross_node_delivered"] = json!(delivered_remote);
-            step_json["cross_node_latency"] = json!(remote_lat);
-            step_json["server_cpu_pct_per_pid"] = json!(step_cpu.server_pct_per_pid());
+        if plan.clustered {
+            step_json["cross_node_share"] = json!(cross_share(&m));
+            step_json["cross_node_delivered"] = json!(m.delivered_remote);
+            step_json["cross_node_latency"] = json!(m.remote_lat);
+            step_json["server_cpu_pct_per_pid"] = json!(m.cpu.server_pct_per_pid());
         }
-        results.push(step_json);
+        out.steps.push(step_json);
         match next_step(reason, &mut retrying, i, rate) {
             Next::Retry => {}
             Next::Advance => {
                 i += 1;
-                ramp.inc(1);
+                pb.inc(1);
             }
-            Next::Stop(why) => stopped_because = Some(why),
+            Next::Stop(why) => out.stopped_because = Some(why),
         }
     }
-    ramp.finish_and_clear();
-    let _ = stop_tx.send(true);
-    finish(tasks).await;
+    pb.finish_and_clear();
+    out
+}
 
+/// Attempt `k` at `rate` deliveries per second: the load, then the drain, then the count.
+#[allow(clippy::too_many_arguments)]
+async fn step(
+    args: &BenchArgs,
+    plan: &Plan,
+    ctx: &Ctx,
+    counters: &Counters,
+    phase_tx: &watch::Sender<Phase>,
+    setup_failed: usize,
+    k: usize,
+    rate: f64,
+) -> Measured {
+    let per_publisher = rate / plan.per_channel as f64 / plan.publishers as f64;
+    let cpu = CpuMeter::start(ctx);
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    let end = start + Duration::from_secs_f64(args.step_secs);
+    let _ = phase_tx.send(Phase::Step {
+        index: k as u32,
+        per_publisher,
+        start,
+        end,
+    });
+    tokio::time::sleep_until(end).await;
+    let _ = phase_tx.send(Phase::Idle);
+    let cpu = cpu.read(ctx);
+
+    // Drain: wait for what was sent to arrive, or give up.
+    let per_channel = plan.per_channel as u64;
+    let drain_until =
+        Instant::now() + Duration::from_secs_f64((4.0 * plan.bound / 1000.0).max(2.0));
+    let sent = loop {
+        let finished = counters.finished[k].load(Ordering::Relaxed) as usize;
+        let sent = counters.sent[k].load(Ordering::Relaxed);
+        let delivered = counters.delivered[k].load(Ordering::Relaxed);
+        let all_sent = finished + setup_failed >= plan.publishers;
+        if (all_sent && delivered >= sent * per_channel) || Instant::now() >= drain_until {
+            break sent;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Anything still in flight is now late: let it land in its own step's counters.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let delivered = counters.delivered[k].load(Ordering::Relaxed);
+    let duplicates = counters.duplicates[k].load(Ordering::Relaxed);
+    let distinct = delivered - duplicates.min(delivered);
+    let expected = sent * per_channel;
+    let remote_lat = counters.latency_remote.merged(k);
+    let mut all_lat = counters.latency.merged(k);
+    all_lat.merge(&remote_lat);
+    Measured {
+        sent,
+        expected,
+        delivered,
+        duplicates,
+        lost: expected.saturating_sub(distinct),
+        delivered_remote: counters.delivered_remote[k].load(Ordering::Relaxed),
+        lat: all_lat.summary(),
+        remote_lat: remote_lat.summary(),
+        cpu,
+    }
+}
+
+/// The share of a step's deliveries that crossed nodes.
+fn cross_share(m: &Measured) -> f64 {
+    m.delivered_remote as f64 / m.delivered.max(1) as f64
+}
+
+/// Why a step failed (`None`: it passed): a loss, a duplicate, or a p99 over `bound` ms (in
+/// a cluster, also the cross-node p99).
+fn step_verdict(m: &Measured, bound: f64, clustered: bool) -> Option<String> {
+    if m.lost > 0 {
+        Some(format!("{} deliveries lost", m.lost))
+    } else if m.duplicates > 0 {
+        Some(format!("{} duplicates", m.duplicates))
+    } else if m.lat.p99_ms > bound {
+        Some(format!("p99 {:.1} ms > {bound} ms", m.lat.p99_ms))
+    } else if clustered && m.remote_lat.p99_ms > bound {
+        Some(format!(
+            "cross-node p99 {:.1} ms > {bound} ms",
+            m.remote_lat.p99_ms
+        ))
+    } else {
+        None
+    }
+}
+
+/// A step's row of the table.
+fn step_row(
+    label: String,
+    rate: f64,
+    secs: f64,
+    m: &Measured,
+    clustered: bool,
+    failed: bool,
+) -> Vec<String> {
+    let distinct = m.delivered - m.duplicates.min(m.delivered);
+    let mut row = vec![
+        label,
+        si(rate),
+        si(m.sent as f64 / secs),
+        si(distinct as f64 / secs),
+        format!("{:.2}", m.lat.p50_ms),
+        format!("{:.2}", m.lat.p99_ms),
+        format!("{:.2}", m.lat.p999_ms),
+    ];
+    if clustered {
+        row.push(format!("{:.0}%", 100.0 * cross_share(m)));
+        row.push(format!("{:.2}", m.remote_lat.p99_ms));
+    }
+    row.extend([
+        m.lost.to_string(),
+        m.duplicates.to_string(),
+        opt(m.cpu.server_pct(), 0),
+        format!("{:.0}", m.cpu.generator_pct()),
+        if failed { "FAIL" } else { "ok" }.to_owned(),
+    ]);
+    row
+}
+
+/// The outcome: the headline, the parameters and the figures.
+fn report(
+    args: &BenchArgs,
+    plan: &Plan,
+    setup: &Setup,
+    ramp: Ramp,
+    counters: &Counters,
+    ctx: &Ctx,
+) -> Outcome {
+    let clustered = plan.clustered;
+    let best = ramp.best;
     let headline = ramp_headline(
         best.map(|(r, p99)| {
             format!(
                 "best sustained {} deliveries/s (p99 {p99:.1} ms{})",
                 si(r),
-                match best_remote_p99 {
+                match ramp.best_remote_p99 {
                     Some(x) if clustered => format!(", cross-node p99 {x:.1} ms"),
                     _ => String::new(),
                 }
             )
         }),
-        stopped_because.as_deref(),
+        ramp.stopped_because.as_deref(),
     );
     let mut params = json!({
-        "channels": channels,
-        "subscribers_per_channel": per_channel,
-        "publishers": publishers,
+        "channels": plan.channels,
+        "subscribers_per_channel": plan.per_channel,
+        "publishers": plan.publishers,
         "payload_bytes": args.payload_bytes,
         "step_secs": args.step_secs,
-        "p99_bound_ms": bound,
-        "ramp_deliveries_per_sec": rates,
+        "p99_bound_ms": plan.bound,
+        "ramp_deliveries_per_sec": plan.rates,
     });
     let mut result = json!({
-        "setup_secs": setup_secs,
-        "setup_failed": setup_failed,
-        "steps": results,
+        "setup_secs": setup.secs,
+        "setup_failed": setup.failed,
+        "steps": ramp.steps,
         "best_sustained_deliveries_per_sec": best.map(|b| b.0),
         "best_sustained_p99_ms": best.map(|b| b.1),
-        "stopped_because": stopped_because,
+        "stopped_because": ramp.stopped_because,
         "strays": counters.strays.load(Ordering::Relaxed),
     });
     if clustered {
-        params["nodes"] = json!(nodes);
+        let remote_subscribers = plan.subscribers - plan.per_node_subscribers[0];
+        params["nodes"] = json!(plan.nodes);
         params["urls"] = json!(args.url);
         params["pids"] = json!(args.pid);
         params["publisher_node"] = json!(1);
-        params["subscribers_per_node"] = json!(per_node_subscribers);
+        params["subscribers_per_node"] = json!(plan.per_node_subscribers);
         params["cross_node_subscriber_share"] =
-            json!(remote_subscribers as f64 / subscribers.max(1) as f64);
-        result["best_sustained_cross_node_p99_ms"] = json!(best_remote_p99);
+            json!(remote_subscribers as f64 / plan.subscribers.max(1) as f64);
+        result["best_sustained_cross_node_p99_ms"] = json!(ramp.best_remote_p99);
     }
-    Ok(Outcome {
+    Outcome {
         params,
         result,
-        table,
+        table: ramp.table,
         headline,
-        failed: setup_failed > 0 || best.is_none(),
+        failed: setup.failed > 0 || best.is_none(),
         errors: ctx.errors.clone(),
-    })
+    }
 }
 
 /// A subscriber's bookkeeping.
@@ -497,8 +656,7 @@ async fn publish<S: Session>(
     ctx: &Ctx,
     counters: &Counters,
 ) -> Result<(), ClientError> {
-    let mut seq = 0u64;
-    let mut body = Vec::with_capacity(payload.max(32));
+    let mut sender = Publisher::new(publisher, payload);
     let mut keepalive = keepalive_timer(ctx.keepalive, u64::from(publisher));
     let mut done: Option<u32> = None;
     loop {
@@ -515,60 +673,33 @@ async fn publish<S: Session>(
             && done != Some(index)
         {
             done = Some(index);
-            tokio::time::sleep_until(start).await;
-            let schedule = Schedule::new(publisher, ctx.now_us(), per_publisher);
-            let last = schedule.due_by((end - start).as_secs_f64());
-            let period = Duration::from_secs_f64((1.0 / per_publisher).clamp(0.001, 0.005));
-            let mut ticker = tokio::time::interval(period);
-            ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-            let mut sent = 0u64;
-            while sent < last {
-                tokio::select! {
-                    _ = ticker.tick() => {
-                        let now = tokio::time::Instant::now();
-                        let due = if now >= end {
-                            last
-                        } else {
-                            schedule.due_by((now - start).as_secs_f64()).min(last)
-                        };
-                        if due <= sent {
-                            continue;
-                        }
-                        schedule.publish(client, publisher, sent..due, index, &mut seq, &mut body, payload);
-                        client.flush().await?;
-                        counters.sent[index as usize].fetch_add(due - sent, Ordering::Relaxed);
-                        sent = due;
-                    }
-                    r = client.read() => {
-                        r?;
-                        client.process(&mut |_| {})?;
-                        client.flush().await?;
-                    }
-                }
-            }
+            let last =
+                Schedule::new(publisher, 0, per_publisher).due_by((end - start).as_secs_f64());
+            let pace = Pace {
+                rate: per_publisher,
+                start,
+                period: Duration::from_secs_f64((1.0 / per_publisher).clamp(0.001, 0.005)),
+                until: Some((end, last)),
+            };
+            // A step is not cut short by the stop, and sends no keepalive: it is busy.
+            sender
+                .paced(
+                    client,
+                    ctx,
+                    pace,
+                    std::future::pending::<()>(),
+                    &mut None,
+                    || index,
+                    |step, n| {
+                        counters.sent[step as usize].fetch_add(n, Ordering::Relaxed);
+                    },
+                )
+                .await?;
             counters.finished[index as usize].fetch_add(1, Ordering::Relaxed);
             continue;
         }
-        tokio::select! {
-            changed = phase.changed() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-            }
-            changed = stop.changed() => {
-                if changed.is_err() {
-                    return Ok(());
-                }
-            }
-            r = client.read() => {
-                r?;
-                client.process(&mut |_| {})?;
-                client.flush().await?;
-            }
-            () = tick(&mut keepalive) => {
-                client.session.keepalive(&mut client.out);
-                client.flush().await?;
-            }
+        if !idle(client, &mut phase, stop, &mut keepalive).await? {
+            return Ok(());
         }
     }
 }

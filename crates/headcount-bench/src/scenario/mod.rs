@@ -11,6 +11,7 @@ pub mod fanout;
 pub mod ghosts;
 pub mod idle;
 pub mod join_rate;
+pub mod publisher;
 pub mod storm;
 
 use std::future::Future;
