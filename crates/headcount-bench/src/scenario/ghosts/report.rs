@@ -5,9 +5,9 @@ use std::sync::atomic::Ordering;
 use serde_json::json;
 
 use super::verdict::{self, Measured};
-use super::{Fault, Place, Plan, Settled, Shared};
+use super::{CpuUse, Fault, Place, Plan, Settled, Shared};
 use crate::BenchArgs;
-use crate::cluster::{clearance, quantile};
+use crate::cluster::{Clearance, clearance, quantile};
 use crate::report::{Table, si};
 use crate::scenario::{Ctx, Outcome, opt};
 
@@ -66,17 +66,6 @@ pub(super) fn outcome(
         clearance: &verdict,
     };
     let judged = verdict::verdict(&measured);
-    let spread = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        (!v.is_empty()).then(|| {
-            json!({
-                "count": v.len(),
-                "min_ms": quantile(&v, 0.0),
-                "p50_ms": quantile(&v, 0.5),
-                "max_ms": quantile(&v, 1.0),
-            })
-        })
-    };
     let mut first: Vec<f64> = times.iter().filter_map(|t| t.1).collect();
     first.sort_by(f64::total_cmp);
     let first_leave = spread(first.clone());
@@ -94,87 +83,17 @@ pub(super) fn outcome(
     let before = phase(0, before_secs);
     let after = phase(1, if killed { after_secs } else { 0.0 });
 
-    let mut table = Table::new(&["figure", "value"]);
-    table.row(vec![
-        "members (per node)".into(),
-        format!(
-            "{n} in {channels} channel(s) ({})",
-            per_node_members
-                .iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(" / ")
-        ),
-    ]);
-    table.row(vec![
-        "views complete before the kill".into(),
-        format!("{} / {n}", shared.complete.load(Ordering::Relaxed)),
-    ]);
-    table.row(vec![
-        "background load before / after".into(),
-        format!(
-            "{} / {} deliveries/s (p99 {:.1} / {:.1} ms)",
-            si(before["deliveries_per_sec"].as_f64().unwrap_or(0.0)),
-            si(after["deliveries_per_sec"].as_f64().unwrap_or(0.0)),
-            before["latency"]["p99_ms"].as_f64().unwrap_or(0.0),
-            after["latency"]["p99_ms"].as_f64().unwrap_or(0.0),
-        ),
-    ]);
-    table.row(vec![
-        "killed".into(),
-        format!(
-            "node {} (pid {kill_pid}, {doomed} members){}",
-            kill_node + 1,
-            kill_error
-                .as_deref()
-                .map(|e| format!(": {e}"))
-                .unwrap_or_default()
-        ),
-    ]);
-    table.row(vec![
-        "node timeout (+ tolerance)".into(),
-        format!("{timeout_secs} s (+ {tolerance_ms} ms)"),
-    ]);
-    table.row(vec![
-        "first leave seen p50 / min".into(),
-        format!(
-            "{} / {} ms",
-            opt(quantile(&first, 0.5), 0),
-            opt(quantile(&first, 0.0), 0)
-        ),
-    ]);
-    table.row(vec![
-        "views cleared".into(),
-        format!("{} / {}", verdict.cleared, verdict.clients),
-    ]);
-    table.row(vec![
-        "clear time p50 / p99 / max".into(),
-        format!(
-            "{} / {} / {} ms",
-            opt(verdict.clear_p50_ms, 0),
-            opt(verdict.clear_p99_ms, 0),
-            opt(verdict.clear_max_ms, 0)
-        ),
-    ]);
-    table.row(vec![
-        "ghosts left / survivors missing (views)".into(),
-        format!(
-            "{} / {} ({})",
-            verdict.ghosts_remaining,
-            verdict.survivors_missing,
-            shared.views_missing.load(Ordering::Relaxed)
-        ),
-    ]);
-    table.row(vec![
-        "surviving clients dropped".into(),
-        dropped.to_string(),
-    ]);
-    if let Some(c) = &cpu_after {
-        table.row(vec![
-            "server CPU after the kill".into(),
-            format!("{}%", opt(c.server_pct(), 0)),
-        ]);
-    }
+    let table = figures(
+        args,
+        plan,
+        shared,
+        &verdict,
+        [&before, &after],
+        kill_error.as_deref(),
+        cpu_after.as_ref(),
+        &first,
+        dropped,
+    );
 
     let headline = verdict::headline(&measured, &judged);
     let failed = !judged.passed;
@@ -237,4 +156,120 @@ pub(super) fn outcome(
         failed,
         errors: ctx.errors.clone(),
     }
+}
+
+/// The table of figures a ghosts run prints.
+#[allow(clippy::too_many_arguments)]
+fn figures(
+    args: &BenchArgs,
+    plan: &Plan,
+    shared: &Shared,
+    verdict: &Clearance,
+    [before, after]: [&serde_json::Value; 2],
+    kill_error: Option<&str>,
+    cpu_after: Option<&CpuUse>,
+    first: &[f64],
+    dropped: usize,
+) -> Table {
+    let Place {
+        n,
+        channels,
+        kill_node,
+        ..
+    } = plan.place;
+    let (kill_pid, per_node_members) = (plan.kill_pid, &plan.per_node_members);
+    let doomed = per_node_members[kill_node];
+    let (timeout_secs, tolerance_ms) = (args.node_timeout_secs, args.ghost_tolerance_ms);
+    let mut table = Table::new(&["figure", "value"]);
+    table.row(vec![
+        "members (per node)".into(),
+        format!(
+            "{n} in {channels} channel(s) ({})",
+            per_node_members
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(" / ")
+        ),
+    ]);
+    table.row(vec![
+        "views complete before the kill".into(),
+        format!("{} / {n}", shared.complete.load(Ordering::Relaxed)),
+    ]);
+    table.row(vec![
+        "background load before / after".into(),
+        format!(
+            "{} / {} deliveries/s (p99 {:.1} / {:.1} ms)",
+            si(before["deliveries_per_sec"].as_f64().unwrap_or(0.0)),
+            si(after["deliveries_per_sec"].as_f64().unwrap_or(0.0)),
+            before["latency"]["p99_ms"].as_f64().unwrap_or(0.0),
+            after["latency"]["p99_ms"].as_f64().unwrap_or(0.0),
+        ),
+    ]);
+    table.row(vec![
+        "killed".into(),
+        format!(
+            "node {} (pid {kill_pid}, {doomed} members){}",
+            kill_node + 1,
+            kill_error.map(|e| format!(": {e}")).unwrap_or_default()
+        ),
+    ]);
+    table.row(vec![
+        "node timeout (+ tolerance)".into(),
+        format!("{timeout_secs} s (+ {tolerance_ms} ms)"),
+    ]);
+    table.row(vec![
+        "first leave seen p50 / min".into(),
+        format!(
+            "{} / {} ms",
+            opt(quantile(first, 0.5), 0),
+            opt(quantile(first, 0.0), 0)
+        ),
+    ]);
+    table.row(vec![
+        "views cleared".into(),
+        format!("{} / {}", verdict.cleared, verdict.clients),
+    ]);
+    table.row(vec![
+        "clear time p50 / p99 / max".into(),
+        format!(
+            "{} / {} / {} ms",
+            opt(verdict.clear_p50_ms, 0),
+            opt(verdict.clear_p99_ms, 0),
+            opt(verdict.clear_max_ms, 0)
+        ),
+    ]);
+    table.row(vec![
+        "ghosts left / survivors missing (views)".into(),
+        format!(
+            "{} / {} ({})",
+            verdict.ghosts_remaining,
+            verdict.survivors_missing,
+            shared.views_missing.load(Ordering::Relaxed)
+        ),
+    ]);
+    table.row(vec![
+        "surviving clients dropped".into(),
+        dropped.to_string(),
+    ]);
+    if let Some(c) = cpu_after {
+        table.row(vec![
+            "server CPU after the kill".into(),
+            format!("{}%", opt(c.server_pct(), 0)),
+        ]);
+    }
+    table
+}
+
+/// Count, min, median and max of some times in ms; `None` when there are none.
+fn spread(mut v: Vec<f64>) -> Option<serde_json::Value> {
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then(|| {
+        json!({
+            "count": v.len(),
+            "min_ms": quantile(&v, 0.0),
+            "p50_ms": quantile(&v, 0.5),
+            "max_ms": quantile(&v, 1.0),
+        })
+    })
 }
