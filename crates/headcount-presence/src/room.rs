@@ -17,6 +17,7 @@
 //! presence minus the pending changes. A member who joins then gets that state
 //! ([`Room::joiner_state`]) and the pending changes with everyone else.
 
+use std::collections::HashSet;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -144,12 +145,14 @@ impl<O: Clone + Eq + Hash> Room<O> {
         members: usize,
     ) -> Option<Change> {
         let entries: Vec<(O, Box<str>, Meta)> = entries.into_iter().collect();
+        let fresh: HashSet<&O> = entries.iter().map(|(owner, _, _)| owner).collect();
         let stale: Vec<O> = self
             .presence
             .owners()
-            .filter(|o| replaced(o) && !entries.iter().any(|(e, _, _)| e == *o))
+            .filter(|o| replaced(o) && !fresh.contains(o))
             .cloned()
             .collect();
+        drop(fresh);
         let mut diff = Diff::default();
         for owner in stale {
             if let Some(d) = self.presence.untrack(&owner) {

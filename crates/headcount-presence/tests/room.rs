@@ -311,3 +311,32 @@ fn an_identical_track_changes_nothing() {
     assert!(room.track(0, "k", payload.clone(), 1, 0, 1).is_some());
     assert_eq!(room.track(0, "k", payload, 2, 0, 1), None);
 }
+
+#[test]
+fn a_resync_replaces_the_remote_entries_in_one_change_and_keeps_the_local_ones() {
+    use headcount_presence::{Meta, PhxRef};
+    let meta = |n: u16| Meta {
+        phx_ref: PhxRef::from_parts(9, 2, n),
+        phx_ref_prev: None,
+        payload: Payload::empty(),
+    };
+    // Owners from 100 up are another node's.
+    let remote = |o: &u8| *o >= 100;
+    let mut room: Room<u8> = Room::new(Coalesce::NEVER, 1);
+    let _ = room.track(1, "local", Payload::empty(), 1, 0, 1).unwrap();
+    let _ = room.set(100, Some(("gone", meta(1))), 0, 1).unwrap();
+    let _ = room.set(101, Some(("kept", meta(2))), 0, 1).unwrap();
+    let fresh = [(101, "kept".into(), meta(2)), (102, "new".into(), meta(3))];
+    let change = room.replace(remote, fresh.clone(), 0, 1).expect("a change");
+    let diff = change.send.expect("sent at once");
+    let keys = |v: &[(Box<str>, Meta)]| v.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>();
+    assert_eq!(keys(&diff.joins), ["new"]);
+    assert_eq!(keys(&diff.leaves), ["gone"]);
+    let keys: Vec<&str> = room.presence().iter().map(|(k, _)| k).collect();
+    assert_eq!(keys, ["kept", "local", "new"]);
+    assert_eq!(
+        room.replace(remote, fresh, 0, 1),
+        None,
+        "the same resync again changes nothing"
+    );
+}
