@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use indicatif::ProgressBar;
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -92,64 +93,20 @@ pub async fn run<P: Protocol>(
             join_latency.clone(),
             pb.clone(),
         );
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
-            let sent = ctx.now_us();
-            progress.last_join_us.fetch_max(sent, Ordering::Relaxed);
-            let mut view = View::new(n, ctx.buffers_diffs);
-            let r = within(
-                30.0,
-                Client::establish(&target, &member, &mut |e| apply(&mut view, e)),
+            one_member(
+                &target,
+                member,
+                n,
+                stop,
+                &ctx,
+                &progress,
+                &join_latency,
+                &pb,
             )
             .await;
-            let mut client = match r {
-                Ok(c) => c,
-                Err(e) => {
-                    ctx.errors
-                        .add(e.kind(), || format!("member {}: {e}", member.id));
-                    progress.failed.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-            };
-            let tracked = ctx.now_us();
-            progress.joined.fetch_add(1, Ordering::Relaxed);
-            progress.last_track_us.fetch_max(tracked, Ordering::Relaxed);
-            join_latency
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .record(tracked - sent);
-            let mut full = false;
-            let mut check = |view: &View, bytes_in: u64| {
-                if !full && view.len() >= n {
-                    full = true;
-                    progress
-                        .last_full_us
-                        .fetch_max(ctx.now_us(), Ordering::Relaxed);
-                    progress
-                        .bytes_until_full
-                        .fetch_add(bytes_in, Ordering::Relaxed);
-                    progress.converged.fetch_add(1, Ordering::Relaxed);
-                    pb.inc(1);
-                }
-            };
-            check(&view, client.ws.bytes_in);
-            let mut keepalive = keepalive_timer(ctx.keepalive, u64::from(member.id));
-            let r = hold(&mut client, &mut stop, &mut keepalive, |c| {
-                c.process(&mut |e| apply(&mut view, e))?;
-                check(&view, c.ws.bytes_in);
-                Ok(())
-            })
-            .await;
-            progress
-                .bytes_total
-                .fetch_add(client.ws.bytes_in, Ordering::Relaxed);
-            match r {
-                Ok(()) => client.close().await,
-                Err(e) => ctx.errors.add("dropped", || {
-                    format!("member {} during the storm: {e}", member.id)
-                }),
-            }
         }));
     }
 
@@ -271,6 +228,76 @@ pub async fn run<P: Protocol>(
         failed: !all,
         errors: ctx.errors.clone(),
     })
+}
+
+/// One member of the storm: joins and tracks, watches its view until it holds all `n`, and
+/// stays until `stop`.
+#[allow(clippy::too_many_arguments)]
+async fn one_member<P: Protocol>(
+    target: &Target<P>,
+    member: Member,
+    n: usize,
+    mut stop: watch::Receiver<bool>,
+    ctx: &Ctx,
+    progress: &Progress,
+    join_latency: &Mutex<Latency>,
+    pb: &ProgressBar,
+) {
+    let sent = ctx.now_us();
+    progress.last_join_us.fetch_max(sent, Ordering::Relaxed);
+    let mut view = View::new(n, ctx.buffers_diffs);
+    let r = within(
+        30.0,
+        Client::establish(target, &member, &mut |e| apply(&mut view, e)),
+    )
+    .await;
+    let mut client = match r {
+        Ok(c) => c,
+        Err(e) => {
+            ctx.errors
+                .add(e.kind(), || format!("member {}: {e}", member.id));
+            progress.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+    };
+    let tracked = ctx.now_us();
+    progress.joined.fetch_add(1, Ordering::Relaxed);
+    progress.last_track_us.fetch_max(tracked, Ordering::Relaxed);
+    join_latency
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .record(tracked - sent);
+    let mut full = false;
+    let mut check = |view: &View, bytes_in: u64| {
+        if !full && view.len() >= n {
+            full = true;
+            progress
+                .last_full_us
+                .fetch_max(ctx.now_us(), Ordering::Relaxed);
+            progress
+                .bytes_until_full
+                .fetch_add(bytes_in, Ordering::Relaxed);
+            progress.converged.fetch_add(1, Ordering::Relaxed);
+            pb.inc(1);
+        }
+    };
+    check(&view, client.ws.bytes_in);
+    let mut keepalive = keepalive_timer(ctx.keepalive, u64::from(member.id));
+    let r = hold(&mut client, &mut stop, &mut keepalive, |c| {
+        c.process(&mut |e| apply(&mut view, e))?;
+        check(&view, c.ws.bytes_in);
+        Ok(())
+    })
+    .await;
+    progress
+        .bytes_total
+        .fetch_add(client.ws.bytes_in, Ordering::Relaxed);
+    match r {
+        Ok(()) => client.close().await,
+        Err(e) => ctx.errors.add("dropped", || {
+            format!("member {} during the storm: {e}", member.id)
+        }),
+    }
 }
 
 #[cfg(test)]
