@@ -103,8 +103,6 @@ pub(crate) struct ChannelState {
     pub(crate) members: Vec<Member>,
     /// The presence, what the members were told of it, and when to tell them the rest.
     pub(crate) room: Room<Owner>,
-    /// Whether the channel waits in the hub's flush queue.
-    pub(crate) queued: bool,
     /// Set, under the registry shard's lock, when the channel left the registry: a socket that
     /// found it there just before must look again.
     pub(crate) dead: bool,
@@ -115,7 +113,6 @@ impl ChannelState {
         ChannelState {
             members: Vec::new(),
             room: Room::new(rule, node),
-            queued: false,
             dead: false,
         }
     }
@@ -226,8 +223,8 @@ impl Channel {
         if let Some(diff) = change.send {
             publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
         }
-        if change.flush_at.is_some() && !state.queued {
-            state.queued = true;
+        // The room asks once per wait, so the channel is in the queue at most once.
+        if change.flush_at.is_some() {
             lock(&self.coalescing.queue).push(self.me.clone());
         }
     }
@@ -237,18 +234,16 @@ impl Channel {
     pub(crate) fn flush(&self, now: u64) -> bool {
         let mut state = self.lock();
         if state.dead {
-            state.queued = false;
             return false;
         }
         match state.room.flush(now) {
-            Flush::Wait(_) => return true,
+            Flush::Wait(_) => true,
             Flush::Send(diff) => {
-                publish_diff(&self.metrics, &self.key.topic, &state.members, &diff)
+                publish_diff(&self.metrics, &self.key.topic, &state.members, &diff);
+                false
             }
-            Flush::Idle => {}
+            Flush::Idle => false,
         }
-        state.queued = false;
-        false
     }
 
     /// Adds a member: queues its join `reply` and, when `send_state`, the `presence_state`,
