@@ -89,15 +89,8 @@ impl Publisher {
                     on_sent(step, due - sent);
                     sent = due;
                 }
-                r = client.read() => {
-                    r?;
-                    client.process(&mut |_| {})?;
-                    client.flush().await?;
-                }
-                () = tick(keepalive) => {
-                    client.session.keepalive(&mut client.out);
-                    client.flush().await?;
-                }
+                r = client.read() => answer(client, r).await?,
+                () = tick(keepalive) => keep_alive(client).await?,
             }
         }
     }
@@ -125,15 +118,24 @@ pub async fn idle<S: Session, T>(
         tokio::select! {
             changed = signal.changed() => return Ok(changed.is_ok()),
             changed = stop.changed() => return Ok(changed.is_ok() && !*stop.borrow()),
-            r = client.read() => {
-                r?;
-                client.process(&mut |_| {})?;
-                client.flush().await?;
-            }
-            () = tick(keepalive) => {
-                client.session.keepalive(&mut client.out);
-                client.flush().await?;
-            }
+            r = client.read() => answer(client, r).await?,
+            () = tick(keepalive) => keep_alive(client).await?,
         }
     }
+}
+
+/// Handles what the server sent (replies, heartbeats) and writes any answer.
+async fn answer<S: Session>(
+    client: &mut Client<S>,
+    read: Result<(), ClientError>,
+) -> Result<(), ClientError> {
+    read?;
+    client.process(&mut |_| {})?;
+    client.flush().await
+}
+
+/// Sends a keepalive.
+async fn keep_alive<S: Session>(client: &mut Client<S>) -> Result<(), ClientError> {
+    client.session.keepalive(&mut client.out);
+    client.flush().await
 }
