@@ -68,6 +68,14 @@ impl JsPeer {
     async fn spawn(url: &str, channel: &str, key: &str, status: Value) -> JsPeer {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/peer.mjs");
         let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+        // The same kind of gate as the Redis tests': a missing prerequisite is named, not
+        // reported as a protocol failure.
+        assert!(
+            repo.join("conformance/node_modules/@supabase/supabase-js")
+                .is_dir(),
+            "this test drives the official supabase-js: run `npm ci` in conformance/ first \
+             (scripts/test does)"
+        );
         let mut child = tokio::process::Command::new("node")
             .arg(&script)
             .args([url, &anon(), channel, key, &status.to_string()])

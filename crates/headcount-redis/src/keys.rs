@@ -18,7 +18,7 @@
 //! A channel id is `pub:` or `priv:` followed by the topic, in which `%`, `{` and `}` are
 //! percent-encoded so that a topic can never end the hash tag early.
 
-use headcount_server::hub::ChannelKey;
+use headcount_cluster::ChannelKey;
 
 /// The id of a channel inside key names: `pub:<topic>` or `priv:<topic>`, escaped.
 pub(crate) fn channel_id(key: &ChannelKey) -> String {

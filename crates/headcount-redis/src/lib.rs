@@ -77,8 +77,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use headcount_server::cluster::{Cluster, ClusterSink, Health, PresenceEntry};
-use headcount_server::hub::{Broadcast, ChannelKey, MemberId};
+use headcount_cluster::{
+    Broadcast, ChannelKey, Cluster, ClusterSink, Health, MemberId, PresenceEntry,
+};
 use tokio::task::JoinHandle;
 
 use node::Inner;

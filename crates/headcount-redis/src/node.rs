@@ -7,8 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use headcount_server::cluster::{ClusterSink, PresenceEntry};
-use headcount_server::hub::{ChannelKey, MemberId};
+use headcount_cluster::{ChannelKey, ClusterSink, MemberId, PresenceEntry};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, FromRedisValue, Pipeline, Value};
 use tokio::sync::Notify;

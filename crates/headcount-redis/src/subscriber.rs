@@ -14,8 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use headcount_server::cluster::PresenceEntry;
-use headcount_server::hub::ChannelKey;
+use headcount_cluster::{ChannelKey, PresenceEntry};
 use redis::Value;
 use tokio::sync::mpsc;
 use tokio::time::Instant;

@@ -23,10 +23,9 @@
 //! are published by the node itself and carry no sequence number (they change no state).
 
 use bytes::Bytes;
+use headcount_cluster::{Broadcast, PresenceEntry, RelayedBroadcast};
 use headcount_presence::{Meta, Payload, PhxRef};
 use headcount_protocol::Encoding;
-use headcount_server::cluster::{PresenceEntry, RelayedBroadcast};
-use headcount_server::hub::Broadcast;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 

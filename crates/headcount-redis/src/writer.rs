@@ -11,8 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use headcount_server::cluster::{PresenceEntry, owner_id};
-use headcount_server::hub::{ChannelKey, MemberId};
+use headcount_cluster::{ChannelKey, MemberId, PresenceEntry, owner_id};
 use redis::{Pipeline, Value};
 
 use crate::node::{Inner, Work};

@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use headcount_cluster::Cluster;
 use headcount_redis::{RedisCluster, RedisOptions};
-use headcount_server::cluster::Cluster;
 use headcount_testkit::TestServer;
 use headcount_testkit::cluster_suite::{self as suite, Backend};
 use headcount_testkit::redis::{RedisServer, unique_prefix};

@@ -7,7 +7,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use headcount_server::cluster::Cluster;
+use headcount_cluster::Cluster;
 use headcount_testkit::Frame;
 use headcount_testkit::redis::RedisServer;
 use serde_json::json;

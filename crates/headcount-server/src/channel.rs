@@ -13,34 +13,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use headcount_presence::{Change, Coalesce, Diff, Flush, Meta, Payload, Room};
-use headcount_protocol::{Encoding, Ref, Serializer, encode};
+use headcount_protocol::{Ref, Serializer, encode};
+
+pub use headcount_cluster::{Broadcast, ChannelKey, MemberId, Owner};
 
 use crate::cluster::{Cluster, PresenceEntry};
 use crate::conn::Conn;
 use crate::frames;
 use crate::metrics::Metrics;
 use crate::policy::Grants;
-
-/// One socket's membership of one channel, unique within this node.
-pub type MemberId = u64;
-
-/// Who owns a presence entry: a member of this node, or another node's member.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Owner {
-    /// A member of this node.
-    Local(MemberId),
-    /// Another node's member, by its cluster-wide owner id.
-    Remote(Arc<str>),
-}
-
-/// Names a channel. Public and private channels with the same topic are different rooms.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ChannelKey {
-    /// Whether the channel was joined with `config.private: true`.
-    pub private: bool,
-    /// The full topic, such as `realtime:room1`.
-    pub topic: Box<str>,
-}
 
 /// A member of a channel.
 #[derive(Debug)]
@@ -54,47 +35,6 @@ pub struct Member {
     /// What the member may receive: public channels grant everything, private ones what the
     /// policy says.
     pub grants: Grants,
-}
-
-/// A message to fan out as a broadcast.
-#[derive(Debug, Clone, Copy)]
-pub enum Broadcast<'a> {
-    /// A JSON `broadcast` payload, relayed byte for byte.
-    Json(&'a str),
-    /// A user broadcast from a binary push.
-    User {
-        /// The user's event name.
-        event: &'a str,
-        /// How `body` is encoded.
-        encoding: Encoding,
-        /// The user's payload.
-        body: &'a [u8],
-    },
-}
-
-impl Broadcast<'_> {
-    fn size(&self) -> usize {
-        match self {
-            Broadcast::Json(p) => p.len(),
-            Broadcast::User { event, body, .. } => event.len() + body.len(),
-        }
-    }
-
-    fn encode(&self, serializer: Serializer, topic: &str) -> Option<Bytes> {
-        let hint = self.size() + topic.len() + 64;
-        match *self {
-            Broadcast::Json(payload) => Some(frames::build(hint, |out| {
-                encode::broadcast(out, serializer, topic, "broadcast", payload)
-            })),
-            Broadcast::User {
-                event,
-                encoding,
-                body,
-            } => frames::try_build(hint, |out| {
-                encode::user_broadcast(out, serializer, topic, event, encoding, body)
-            }),
-        }
-    }
 }
 
 /// The mutable state of a channel. Owned by [`Channel::state`]'s mutex.
@@ -301,7 +241,7 @@ impl Channel {
             &state.members,
             skip,
             |g| g.broadcast_read,
-            |serializer| msg.encode(serializer, &self.key.topic),
+            |serializer| frames::broadcast(&msg, serializer, &self.key.topic),
         );
         if self.cluster.is_distributed() {
             self.cluster.publish(&self.key, &msg);
@@ -318,7 +258,7 @@ impl Channel {
             &state.members,
             None,
             |g| g.broadcast_read,
-            |serializer| msg.encode(serializer, &self.key.topic),
+            |serializer| frames::broadcast(&msg, serializer, &self.key.topic),
         );
         drop(state);
         self.metrics.fanout_seconds.observe(started.elapsed());

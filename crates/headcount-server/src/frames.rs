@@ -1,7 +1,8 @@
 //! Building complete WebSocket frames from protocol encoders.
 
 use bytes::Bytes;
-use headcount_protocol::FrameKind;
+use headcount_cluster::Broadcast;
+use headcount_protocol::{FrameKind, Serializer, encode};
 
 use crate::ws::Opcode;
 use crate::ws::frame::FrameBuilder;
@@ -27,4 +28,22 @@ pub fn try_build(
         FrameKind::Text => Opcode::Text,
         FrameKind::Binary => Opcode::Binary,
     }))
+}
+
+/// The frame that fans `msg` out on `topic` to members of one serializer; `None` when that
+/// serializer cannot carry it.
+pub fn broadcast(msg: &Broadcast<'_>, serializer: Serializer, topic: &str) -> Option<Bytes> {
+    let hint = msg.size() + topic.len() + 64;
+    match *msg {
+        Broadcast::Json(payload) => Some(build(hint, |out| {
+            encode::broadcast(out, serializer, topic, "broadcast", payload)
+        })),
+        Broadcast::User {
+            event,
+            encoding,
+            body,
+        } => try_build(hint, |out| {
+            encode::user_broadcast(out, serializer, topic, event, encoding, body)
+        }),
+    }
 }

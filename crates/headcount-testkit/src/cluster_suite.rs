@@ -7,8 +7,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use headcount_server::cluster::Cluster;
-use headcount_server::hub::{Broadcast, ChannelKey};
+use headcount_cluster::Cluster;
+use headcount_cluster::{Broadcast, ChannelKey};
 use serde_json::{Value, json};
 
 use crate::{Frame, Msg, TestServer, WsClient};

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use headcount_server::cluster::Cluster;
+use headcount_cluster::Cluster;
 use headcount_server::{Config, Hub, auth};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;

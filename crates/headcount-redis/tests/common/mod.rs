@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use headcount_cluster::ChannelKey;
 use headcount_redis::{RedisCluster, RedisOptions};
-use headcount_server::hub::ChannelKey;
 use headcount_testkit::{TestServer, WsClient};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};

@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use tokio::sync::mpsc;
 
-use super::{Cluster, ClusterSink, Health, PresenceEntry, RelayedBroadcast, owner_id};
-use crate::hub::{Broadcast, ChannelKey, MemberId};
+use crate::{
+    Broadcast, ChannelKey, Cluster, ClusterSink, Health, MemberId, PresenceEntry, RelayedBroadcast,
+    owner_id,
+};
 
 enum Event {
     Broadcast(ChannelKey, RelayedBroadcast),

@@ -1,4 +1,11 @@
-//! Sharing presence and broadcast between nodes.
+//! The vocabulary and the contract by which headcount nodes share presence and broadcast.
+//!
+//! The server depends on this crate, and so does every backend (the Redis one lives in
+//! `headcount-redis`), so a backend never needs the server. Modules: this file holds the
+//! vocabulary ([`ChannelKey`], [`MemberId`], [`Owner`], [`Broadcast`], [`RelayedBroadcast`],
+//! [`PresenceEntry`], [`Health`]), the two traits and [`Standalone`]; [`memory`] is the
+//! in-process backend. The conformance suite every backend passes starts real servers, so it
+//! lives in `headcount-testkit` (`cluster_suite`).
 //!
 //! A node is authoritative for the presences of its own members and keeps a replica of the
 //! presences other nodes own in the channels it serves. The [`Cluster`] trait is what a node
@@ -30,7 +37,53 @@ use bytes::Bytes;
 use headcount_presence::Meta;
 use headcount_protocol::Encoding;
 
-use crate::hub::{Broadcast, ChannelKey, MemberId};
+/// One socket's membership of one channel, unique within its node.
+pub type MemberId = u64;
+
+/// Who owns a presence entry: a member of this node, or another node's member.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// A member of this node.
+    Local(MemberId),
+    /// Another node's member, by its cluster-wide owner id ([`owner_id`]).
+    Remote(Arc<str>),
+}
+
+/// Names a channel. Public and private channels with the same topic are different rooms.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChannelKey {
+    /// Whether the channel was joined with `config.private: true`.
+    pub private: bool,
+    /// The full topic, such as `realtime:room1`.
+    pub topic: Box<str>,
+}
+
+/// A message to fan out as a broadcast, borrowed from wherever it arrived.
+#[derive(Debug, Clone, Copy)]
+pub enum Broadcast<'a> {
+    /// A JSON `broadcast` payload (`{"type":"broadcast","event":...,"payload":...}`), relayed
+    /// byte for byte.
+    Json(&'a str),
+    /// A user broadcast from a binary push (or a server-side send of one).
+    User {
+        /// The user's event name.
+        event: &'a str,
+        /// How `body` is encoded.
+        encoding: Encoding,
+        /// The user's payload.
+        body: &'a [u8],
+    },
+}
+
+impl Broadcast<'_> {
+    /// The bytes the message carries (payload, or event and body): what limits count.
+    pub fn size(&self) -> usize {
+        match self {
+            Broadcast::Json(p) => p.len(),
+            Broadcast::User { event, body, .. } => event.len() + body.len(),
+        }
+    }
+}
 
 /// One presence entry as nodes exchange it: the key and the meta.
 #[derive(Clone, Debug, PartialEq, Eq)]
