@@ -61,7 +61,12 @@ test('httpSend() with a JSON payload reaches a subscribed supabase-js member', a
   const got = await waitBroadcast(m, 'cursor');
   assert.equal(got.type, 'broadcast');
   assert.deepEqual(got.payload, payload);
-  assert.match(got.meta?.id ?? '', UUID, 'the server gives each HTTP message an id');
+  // As Supabase sends it: a binary user broadcast (kind 4) with a JSON body and no metadata.
+  assert.equal(got.meta, undefined, 'the single route sends no meta');
+  const binary = m.wire.received().filter((f) => f.binary);
+  assert.equal(binary.length, 1, m.wire.dump());
+  assert.equal(binary[0].data[0], 4, 'kind 4');
+  assert.equal(binary[0].data[4], 1, 'JSON encoding');
 
   // What realtime-js sent: the single endpoint under /realtime/v1, with its socket's query.
   assert.equal(requests.length, 1);

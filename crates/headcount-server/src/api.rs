@@ -366,8 +366,8 @@ fn body_kind(headers: &HeaderMap) -> Option<BodyKind> {
 /// `application/json` nor `application/octet-stream`; 400 for JSON that does not parse; 422
 /// above the payload limit or for a topic over the topic limit; 403 for a private channel the
 /// token may not write; 429 when the client's or the node's events per second are exceeded.
-/// JSON goes out as a text broadcast with a
-/// `meta.id`; bytes as a binary user broadcast, which only 2.0.0 members can receive.
+/// Either body goes out as a user broadcast: 2.0.0 members get a binary frame (kind 4, JSON or
+/// binary encoding), 1.0.0 members a text broadcast of a JSON body and nothing of bytes.
 async fn single(
     State(hub): State<Arc<Hub>>,
     Path((topic, event)): Path<(String, String)>,
@@ -410,24 +410,26 @@ async fn single(
         return rate_limited();
     }
     let key = channel_key(&topic, private);
-    match kind {
-        BodyKind::Json => {
-            // Checked above: the body is one JSON value, and JSON is UTF-8.
-            let payload = std::str::from_utf8(&body).unwrap_or("null").trim();
-            let id = uuid::Uuid::new_v4().to_string();
-            let json = json_broadcast(&event, payload, &id);
-            deliver(&hub, &key, Broadcast::Json(&json));
-        }
-        BodyKind::Bytes => deliver(
-            &hub,
-            &key,
-            Broadcast::User {
-                event: &event,
-                encoding: Encoding::Binary,
-                body: &body,
-            },
-        ),
-    }
+    // Both kinds go out as a user broadcast without metadata, as Supabase sends them: a binary
+    // frame to 2.0.0 members; 1.0.0 members get a JSON body as a text broadcast and bytes not
+    // at all.
+    let encoding = match kind {
+        BodyKind::Json => Encoding::Json,
+        BodyKind::Bytes => Encoding::Binary,
+    };
+    let body = match kind {
+        BodyKind::Json => body.trim_ascii(),
+        BodyKind::Bytes => &body[..],
+    };
+    deliver(
+        &hub,
+        &key,
+        Broadcast::User {
+            event: &event,
+            encoding,
+            body,
+        },
+    );
     StatusCode::ACCEPTED.into_response()
 }
 

@@ -302,7 +302,7 @@ async fn disconnect_by_connection_and_by_user() {
     }
     // The remaining socket still works.
     assert_accepted(&post_single(&server, "kick", "still-here", json!({})).await);
-    assert_eq!(next_broadcast(&mut u2, "kick").await["event"], "still-here");
+    assert_eq!(next_single(&mut u2, "kick").await["event"], "still-here");
 }
 
 #[tokio::test]

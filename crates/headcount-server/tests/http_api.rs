@@ -205,25 +205,29 @@ async fn a_single_json_message_reaches_both_serializers() {
         )
         .await;
         assert_accepted(&resp);
-        for c in [&mut v2, &mut v1] {
-            let got = next_broadcast(c, "room:a").await;
-            meta_id(&got);
-            assert_eq!(
-                (&got["event"], &got["payload"], &got["type"]),
-                (
-                    &json!("new msg"),
-                    &json!({"x": 1, "list": [true, null]}),
-                    &json!("broadcast")
-                )
-            );
+        // As Supabase sends it: a 2.0.0 member gets a binary user broadcast with a JSON body
+        // and no metadata.
+        match v2.recv().await {
+            Frame::Binary(frame) => {
+                let (topic, event, meta, enc, body) = decode_kind4(&frame);
+                assert_eq!(
+                    (topic.as_str(), event.as_str(), meta.len(), enc),
+                    ("realtime:room:a", "new msg", 0, 1)
+                );
+                assert_eq!(body, br#"{"x": 1, "list": [true, null]}"#);
+            }
+            other => panic!("expected a binary frame, got {other:?}"),
         }
+        // A 1.0.0 member gets the same as a text broadcast, without `meta`.
+        let got = next_single(&mut v1, "room:a").await;
+        assert_eq!(
+            got,
+            json!({"event": "new msg", "payload": {"x": 1, "list": [true, null]}, "type": "broadcast"})
+        );
     }
     // Any JSON value is a payload, a bare string included.
     assert_accepted(&post_single(&server, "room:a", "s", json!("just text")).await);
-    assert_eq!(
-        next_broadcast(&mut v2, "room:a").await["payload"],
-        "just text"
-    );
+    assert_eq!(next_single(&mut v2, "room:a").await["payload"], "just text");
 }
 
 #[tokio::test]
@@ -257,7 +261,7 @@ async fn octet_stream_goes_out_as_binary_kind_4_to_2_0_0_members_only() {
     }
     // Bytes have no JSON form: the 1.0.0 member gets the next message, not this one.
     assert_accepted(&post_single(&server, "bin", "after", json!({})).await);
-    assert_eq!(next_broadcast(&mut v1, "bin").await["event"], "after");
+    assert_eq!(next_single(&mut v1, "bin").await["event"], "after");
     v1.expect_silence(SHORT).await;
 }
 
@@ -324,7 +328,7 @@ async fn a_single_message_above_the_limit_or_not_json_is_refused() {
     .await;
     assert_eq!(resp.status, 413);
     assert_accepted(&post_single(&server, "lim", "ok", json!({})).await);
-    assert_eq!(next_broadcast(&mut m, "lim").await["event"], "ok");
+    assert_eq!(next_single(&mut m, "lim").await["event"], "ok");
 }
 
 // ---- limits, private channels, CORS, metrics ----
@@ -440,7 +444,7 @@ async fn private_messages_need_broadcast_write() {
     )
     .await;
     assert_accepted(&resp);
-    let got = next_broadcast(&mut secret, "secret:a").await;
+    let got = next_single(&mut secret, "secret:a").await;
     assert_eq!(
         (&got["event"], &got["payload"]),
         (&json!("single"), &json!({"n": 2}))

@@ -98,6 +98,33 @@ pub async fn next_broadcast(c: &mut WsClient, topic: &str) -> Value {
         .payload
 }
 
+/// The next single-route broadcast on `topic` as Supabase sends it: a kind 4 frame with a JSON
+/// body and no metadata to a 2.0.0 member, a text `broadcast` without `meta` to a 1.0.0 one.
+/// Returns `{"event", "payload", "type"}` either way.
+pub async fn next_single(c: &mut WsClient, topic: &str) -> Value {
+    let topic = format!("realtime:{topic}");
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match c.try_recv(left).await {
+            Some(Frame::Binary(frame)) => {
+                let (t, event, meta, enc, body) = decode_kind4(&frame);
+                assert_eq!((t.as_str(), meta.len(), enc), (topic.as_str(), 0, 1));
+                let payload: Value = serde_json::from_slice(&body).expect("a JSON body");
+                return json!({"event": event, "payload": payload, "type": "broadcast"});
+            }
+            Some(Frame::Text(text)) => {
+                let m = c.decode(&text);
+                if m.topic == topic && m.event == "broadcast" {
+                    assert!(m.payload.get("meta").is_none(), "no meta: {}", m.payload);
+                    return m.payload;
+                }
+            }
+            other => panic!("no broadcast on {topic}: {other:?}"),
+        }
+    }
+}
+
 /// The `meta.id` of a delivered HTTP broadcast, checked to be a UUID.
 pub fn meta_id(payload: &Value) -> String {
     let id = payload["meta"]["id"]
