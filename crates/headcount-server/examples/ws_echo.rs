@@ -82,7 +82,7 @@ async fn serve(hub: Arc<Hub>, mut stream: TcpStream) {
         hub.next_id(),
         Serializer::V2,
         hub.config.outbox_limit,
-        driver::now_ms(),
+        hub.clock.now(),
     ));
     let (read, write) = stream.into_split();
     driver::run(hub, conn.clone(), Echo(conn), read, write, prefix).await;

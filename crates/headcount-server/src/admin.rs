@@ -25,7 +25,6 @@ use tracing::info;
 
 use crate::api::{json_response, message, request_claims};
 use crate::conn::Conn;
-use crate::driver;
 use crate::hub::{ChannelKey, Hub};
 use crate::ws::close_code;
 
@@ -129,7 +128,7 @@ async fn stats(State(hub): State<Arc<Hub>>, headers: HeaderMap) -> Response {
     }
     let m = &hub.metrics;
     let body = json!({
-        "time_ms": driver::now_ms(),
+        "time_ms": crate::clock::unix_ms(),
         "connections": hub.conn_count(),
         "users": hub.users.load(Ordering::Relaxed),
         "channels": channels.len(),

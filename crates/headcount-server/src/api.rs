@@ -27,7 +27,6 @@ use serde_json::{Value, json};
 use tracing::debug;
 
 use crate::auth::Claims;
-use crate::driver;
 use crate::hub::{Broadcast, ChannelKey, Hub};
 use crate::metrics::{Limit, Metrics};
 
@@ -101,7 +100,7 @@ pub(crate) fn request_token(headers: &HeaderMap) -> Option<&str> {
 /// The claims of the request's token, if it carries a valid one.
 pub(crate) fn request_claims(hub: &Hub, headers: &HeaderMap) -> Option<Claims> {
     let token = request_token(headers)?;
-    let now = (driver::now_ms() / 1000) as i64;
+    let now = crate::clock::unix_s();
     match hub.config.verifier.verify(token, now) {
         Ok(claims) => Some(claims),
         Err(e) => {
@@ -194,7 +193,7 @@ fn client_of<'a>(claims: &'a Claims, headers: &'a HeaderMap) -> &'a str {
 /// Counts `n` messages against the client's events per second, then the node's; `false`
 /// (nothing counted in excess) when they do not all fit.
 fn take_events(hub: &Hub, client: &str, n: usize) -> bool {
-    let now = driver::now_ms();
+    let now = hub.clock.ms();
     if !hub
         .http_clients
         .take(client, now, u32::try_from(n).unwrap_or(u32::MAX))

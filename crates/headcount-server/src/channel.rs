@@ -17,6 +17,7 @@ use headcount_protocol::{Ref, Serializer, encode};
 
 pub use headcount_cluster::{Broadcast, ChannelKey, MemberId, Owner};
 
+use crate::clock::Clock;
 use crate::cluster::{Cluster, PresenceEntry};
 use crate::conn::Conn;
 use crate::frames;
@@ -84,17 +85,17 @@ pub struct Coalescing {
     pub min_members: usize,
     /// Channels with pending diffs.
     pub(crate) queue: Mutex<Vec<std::sync::Weak<Channel>>>,
-    /// The hub's clock origin.
-    epoch: std::time::Instant,
+    /// The hub's clock.
+    clock: Clock,
 }
 
 impl Coalescing {
-    pub(crate) fn new(window: std::time::Duration, min_members: usize) -> Coalescing {
+    pub(crate) fn new(clock: Clock, window: std::time::Duration, min_members: usize) -> Coalescing {
         Coalescing {
             window,
             min_members,
             queue: Mutex::default(),
-            epoch: std::time::Instant::now(),
+            clock,
         }
     }
 
@@ -106,9 +107,9 @@ impl Coalescing {
         }
     }
 
-    /// Milliseconds since the hub started.
+    /// The hub's clock, read.
     pub(crate) fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64
+        self.clock.ms()
     }
 }
 

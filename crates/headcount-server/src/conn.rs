@@ -24,6 +24,7 @@ use bytes::Bytes;
 use headcount_protocol::Serializer;
 use tokio::sync::Notify;
 
+use crate::clock::Now;
 use crate::ws;
 
 /// A connection's identity within this node.
@@ -33,8 +34,6 @@ pub type ConnId = u64;
 pub mod signal {
     /// The shared timer found the socket idle for too long.
     pub const IDLE: u8 = 1;
-    /// A channel token may have expired: run the session's timers.
-    pub const TIMERS: u8 = 2;
     /// The outbox overflowed or the server is closing the socket: stop reading.
     pub const STOP: u8 = 4;
     /// The socket has had no channel joined for too long.
@@ -101,7 +100,8 @@ pub struct Conn {
     /// The `sub`s of the tokens presented since (joins, refreshes): supabase-js connects with
     /// the anon key and sends the user's token in the join. Written by the session.
     pub presented: crate::admin::PresentedSubs,
-    /// When the socket connected (Unix milliseconds).
+    /// When the socket connected (Unix milliseconds: shown by the admin API, never used to
+    /// time anything).
     pub connected_ms: u64,
     /// The hub's counters, when the connection belongs to a hub.
     pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
@@ -120,31 +120,29 @@ pub struct Conn {
     pub reader_wake: Notify,
     /// Pending [`signal`] bits for the reader.
     signals: AtomicU8,
-    /// When the client last sent a frame (Unix milliseconds); written by the reader, read by
-    /// the shared timer.
+    /// When the client last sent a frame (the hub's [`crate::clock::Clock`]); written by the
+    /// reader, read by the shared timer.
     pub last_seen_ms: AtomicU64,
-    /// The earliest token expiry among the socket's channels (Unix milliseconds, `u64::MAX` for
-    /// none); written by the session, read by the shared timer.
-    pub token_deadline_ms: AtomicU64,
-    /// Since when the socket has had no channel joined (Unix milliseconds; 0 while it has
-    /// one); written by the session, read by the shared timer.
+    /// Since when the socket has had no channel joined (the hub's clock; 0 while it has one);
+    /// written by the session, read by the shared timer.
     pub unjoined_since_ms: AtomicU64,
-    /// Since when the client's current message has been incomplete (Unix milliseconds; 0
-    /// while none is); written by the reader, read by the shared timer.
+    /// Since when the client's current message has been incomplete (the hub's clock; 0 while
+    /// none is); written by the reader, read by the shared timer.
     pub incomplete_since_ms: AtomicU64,
 }
 
 impl Conn {
     /// A new connection cut as a slow consumer when `limit` bytes wait without progress for a
     /// tick. Its hard cap is 64 times `limit` until [`Conn::with_hard_limit`] says otherwise.
-    pub fn new(id: ConnId, serializer: Serializer, limit: usize, now_ms: u64) -> Conn {
+    /// `now` is when it connected.
+    pub fn new(id: ConnId, serializer: Serializer, limit: usize, now: Now) -> Conn {
         Conn {
             id,
             serializer,
             role: String::new(),
             sub: None,
             presented: crate::admin::PresentedSubs::default(),
-            connected_ms: now_ms,
+            connected_ms: now.unix_ms,
             metrics: None,
             outbox: Mutex::new(Outbox {
                 frames: VecDeque::new(),
@@ -159,9 +157,8 @@ impl Conn {
             writer_wake: Notify::new(),
             reader_wake: Notify::new(),
             signals: AtomicU8::new(0),
-            last_seen_ms: AtomicU64::new(now_ms),
-            token_deadline_ms: AtomicU64::new(u64::MAX),
-            unjoined_since_ms: AtomicU64::new(now_ms.max(1)),
+            last_seen_ms: AtomicU64::new(now.ms),
+            unjoined_since_ms: AtomicU64::new(now.ms.max(1)),
             incomplete_since_ms: AtomicU64::new(0),
         }
     }
@@ -352,13 +349,15 @@ impl Conn {
 mod tests {
     use super::*;
 
+    const NOW: Now = Now { ms: 1, unix_ms: 0 };
+
     fn frame(n: usize) -> Bytes {
         Bytes::from(vec![0u8; n])
     }
 
     #[test]
     fn frames_are_taken_in_order_and_in_one_batch() {
-        let c = Conn::new(1, Serializer::V2, 100, 0);
+        let c = Conn::new(1, Serializer::V2, 100, NOW);
         assert!(c.push(Bytes::from_static(b"a")));
         assert!(c.push(Bytes::from_static(b"b")));
         let mut batch = Vec::new();
@@ -369,7 +368,7 @@ mod tests {
 
     #[test]
     fn the_hard_cap_counts_what_waits_behind_the_oldest_frame() {
-        let c = Conn::new(1, Serializer::V2, 10, 0).with_hard_limit(100);
+        let c = Conn::new(1, Serializer::V2, 10, NOW).with_hard_limit(100);
         assert!(c.push(frame(5000)), "one frame of any size is accepted");
         assert!(c.push(frame(60)));
         assert!(
@@ -391,11 +390,11 @@ mod tests {
 
     #[test]
     fn a_drained_outbox_has_room_again() {
-        let c = Conn::new(1, Serializer::V2, 10, 0).with_hard_limit(100);
+        let c = Conn::new(1, Serializer::V2, 10, NOW).with_hard_limit(100);
         assert!(c.push(frame(1)));
         assert!(c.push(frame(100)));
         assert!(!c.push(frame(1)));
-        let c = Conn::new(1, Serializer::V2, 10, 0).with_hard_limit(100);
+        let c = Conn::new(1, Serializer::V2, 10, NOW).with_hard_limit(100);
         assert!(c.push(frame(1)));
         assert!(c.push(frame(100)));
         c.take_batch(&mut Vec::new());
@@ -405,7 +404,7 @@ mod tests {
 
     #[test]
     fn a_backlog_without_progress_for_a_tick_is_cut() {
-        let c = Conn::new(1, Serializer::V2, 100, 0);
+        let c = Conn::new(1, Serializer::V2, 100, NOW);
         assert!(c.push(frame(100)));
         assert!(!c.check_progress(), "the first check only starts the clock");
         c.wrote(10);
@@ -419,7 +418,7 @@ mod tests {
 
     #[test]
     fn a_backlog_that_appears_between_ticks_gets_a_whole_tick() {
-        let c = Conn::new(1, Serializer::V2, 100, 0);
+        let c = Conn::new(1, Serializer::V2, 100, NOW);
         assert!(
             !c.check_progress(),
             "idle: nothing written, nothing waiting"
@@ -441,7 +440,7 @@ mod tests {
 
     #[test]
     fn close_queues_a_close_frame_then_finishes() {
-        let c = Conn::new(1, Serializer::V1, 100, 0);
+        let c = Conn::new(1, Serializer::V1, 100, NOW);
         c.push(Bytes::from_static(b"x"));
         c.close(1001, "bye");
         assert!(!c.push(Bytes::from_static(b"late")));

@@ -18,7 +18,6 @@ use base64::Engine;
 use sha1::{Digest, Sha1};
 
 use crate::auth;
-use crate::driver;
 use crate::hub::Hub;
 
 /// The built page. It must contain [`CONFIG_BLOCK`] exactly once.
@@ -60,7 +59,7 @@ fn anon_key(hub: &Hub) -> String {
     match &hub.config.anon_key {
         Some(key) => key.clone(),
         None => {
-            let now = (driver::now_ms() / 1000) as i64;
+            let now = crate::clock::unix_s();
             auth::sign(
                 &hub.config.jwt_secret,
                 "anon",
@@ -234,7 +233,7 @@ mod tests {
         let hub = Hub::new(crate::Config::new("demo-test-secret"));
         let key = anon_key(&hub);
         let verifier = auth::Verifier::new("demo-test-secret");
-        let claims = verifier.verify(&key, (driver::now_ms() / 1000) as i64);
+        let claims = verifier.verify(&key, crate::clock::unix_s());
         assert!(claims.is_ok(), "{claims:?}");
     }
 

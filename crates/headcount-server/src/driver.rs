@@ -13,6 +13,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::debug;
 
+use crate::clock::Now;
 use crate::conn::{Batch, Conn, signal};
 use crate::hub::Hub;
 use crate::metrics::{Limit, Metrics};
@@ -22,24 +23,30 @@ use crate::session::{Flow, Session};
 /// simpler (an echo, for WebSocket conformance runs).
 pub trait Handler: Send {
     /// A text message (valid UTF-8).
-    fn text(&mut self, text: &[u8], now_ms: u64) -> Flow;
+    fn text(&mut self, text: &[u8], now: Now) -> Flow;
     /// A binary message.
-    fn binary(&mut self, bin: &[u8], now_ms: u64) -> Flow;
-    /// A deadline passed (token expiry).
-    fn timers(&mut self, now_ms: u64);
+    fn binary(&mut self, bin: &[u8], now: Now) -> Flow;
+    /// The deadline of [`Handler::deadline`] passed.
+    fn timers(&mut self, now: Now);
+    /// When [`Handler::timers`] must next run, on the hub's [`crate::clock::Clock`]; asked
+    /// after every call.
+    fn deadline(&self) -> Option<u64>;
     /// The socket is gone.
     fn terminate(&mut self);
 }
 
 impl Handler for Session {
-    fn text(&mut self, text: &[u8], now_ms: u64) -> Flow {
-        self.handle_text(text, now_ms)
+    fn text(&mut self, text: &[u8], now: Now) -> Flow {
+        self.handle_text(text, now)
     }
-    fn binary(&mut self, bin: &[u8], now_ms: u64) -> Flow {
-        self.handle_binary(bin, now_ms)
+    fn binary(&mut self, bin: &[u8], now: Now) -> Flow {
+        self.handle_binary(bin, now)
     }
-    fn timers(&mut self, now_ms: u64) {
-        self.on_timers(now_ms);
+    fn timers(&mut self, now: Now) {
+        self.on_timers(now);
+    }
+    fn deadline(&self) -> Option<u64> {
+        self.next_deadline()
     }
     fn terminate(&mut self) {
         Session::terminate(self);
@@ -52,26 +59,21 @@ impl Handler for Session {
 pub struct Echo(pub Arc<Conn>);
 
 impl Handler for Echo {
-    fn text(&mut self, text: &[u8], _now_ms: u64) -> Flow {
+    fn text(&mut self, text: &[u8], _now: Now) -> Flow {
         self.0.push(ws::encode_frame(Opcode::Text, text));
         Flow::Continue
     }
-    fn binary(&mut self, bin: &[u8], _now_ms: u64) -> Flow {
+    fn binary(&mut self, bin: &[u8], _now: Now) -> Flow {
         self.0.push(ws::encode_frame(Opcode::Binary, bin));
         Flow::Continue
     }
-    fn timers(&mut self, _now_ms: u64) {}
+    fn timers(&mut self, _now: Now) {}
+    fn deadline(&self) -> Option<u64> {
+        None
+    }
     fn terminate(&mut self) {}
 }
 use crate::ws::{self, Message, Opcode, WsError, WsReader, close_code};
-
-/// The time in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 /// Runs one WebSocket connection to its end.
 pub async fn run<R, W>(
@@ -115,7 +117,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
         loop {
             match reader.next_message() {
                 Ok(Some(message)) => {
-                    let now = now_ms();
+                    let now = hub.clock.now();
                     let flow = match message {
                         Message::Text(text) => session.text(&text, now),
                         Message::Binary(bin) => session.binary(&bin, now),
@@ -150,7 +152,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             }
         }
-        track_incomplete(conn, reader, &mut incomplete);
+        track_incomplete(hub, conn, reader, &mut incomplete);
+        // The session's own deadline (a token expiry), kept here and nowhere else.
+        let timer = session
+            .deadline()
+            .map(|ms| tokio::time::Instant::from_std(hub.clock.instant(ms)));
         tokio::select! {
             biased;
             () = conn.reader_wake.notified() => {
@@ -158,7 +164,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 if bits & signal::STOP != 0 {
                     return;
                 }
-                let now = now_ms();
+                let now = hub.clock.ms();
                 if bits & signal::IDLE != 0 {
                     let idle = now.saturating_sub(conn.last_seen_ms.load(Ordering::Relaxed));
                     if idle >= hub.config.idle_timeout.as_millis() as u64 {
@@ -184,10 +190,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
                         return;
                     }
                 }
-                if bits & signal::TIMERS != 0 {
-                    session.timers(now);
-                }
             }
+            () = sleep_until(timer), if timer.is_some() => session.timers(hub.clock.now()),
             read = read.read_buf(reader.buffer()) => match read {
                 Ok(0) | Err(_) => {
                     conn.abort();
@@ -195,7 +199,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
                 Ok(n) => {
                     Metrics::add(&hub.metrics.bytes_in_total, n as u64);
-                    conn.last_seen_ms.store(now_ms(), Ordering::Relaxed);
+                    conn.last_seen_ms.store(hub.clock.ms(), Ordering::Relaxed);
                 }
             },
         }
@@ -206,14 +210,21 @@ async fn read_loop<R: AsyncRead + Unpin>(
 /// [`crate::Config::incomplete_message_timeout`].
 pub const INCOMPLETE_REASON: &str = "message incomplete for too long";
 
+/// Waits for `at` (the caller only polls this when there is one).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
 /// Starts the clock when the client's current message is incomplete (restarting it each time a
 /// data message completes, so a steady stream of small messages is never "incomplete"), stops
 /// it when nothing is pending, and publishes it for the shared timer.
-fn track_incomplete(conn: &Conn, reader: &WsReader, clock: &mut (u64, u64)) {
+fn track_incomplete(hub: &Hub, conn: &Conn, reader: &WsReader, clock: &mut (u64, u64)) {
     let since = if !reader.is_incomplete() {
         0
     } else if clock.0 == 0 || clock.1 != reader.completed() {
-        now_ms().max(1)
+        hub.clock.ms()
     } else {
         clock.0
     };

@@ -200,8 +200,7 @@ async fn websocket(
             &reason,
         );
     }
-    let now = driver::now_ms();
-    let claims = match hub.config.verifier.verify(&apikey, (now / 1000) as i64) {
+    let claims = match hub.config.verifier.verify(&apikey, crate::clock::unix_s()) {
         Ok(claims) => claims,
         Err(e) => {
             let reason = e.to_string();
@@ -223,7 +222,7 @@ async fn websocket(
         let reason = "Too many connected users";
         return refuse(&hub, remote, StatusCode::TOO_MANY_REQUESTS, reason, reason);
     }
-    if hub.joins.is_full(now) {
+    if hub.joins.is_full(hub.clock.ms()) {
         hub.metrics.refused(Limit::Joins);
         let reason = "Too many joins per second";
         return refuse(&hub, remote, StatusCode::TOO_MANY_REQUESTS, reason, reason);
@@ -259,7 +258,7 @@ async fn websocket(
                         hub.next_id(),
                         serializer,
                         hub.config.outbox_limit,
-                        driver::now_ms(),
+                        hub.clock.now(),
                     )
                     .with_hard_limit(hub.config.outbox_hard_limit)
                     .with_identity(claims.role, claims.sub)

@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use crate::channel::ChannelState;
 pub use crate::channel::{Broadcast, Channel, ChannelKey, Coalescing, Member, MemberId, Owner};
+use crate::clock::Clock;
 use crate::cluster::{Cluster, ClusterSink, PresenceEntry, RelayedBroadcast, Standalone};
 use crate::config::Config;
 use crate::conn::{Conn, ConnId};
@@ -50,6 +51,8 @@ pub struct Hub {
     pub metrics: Arc<Metrics>,
     /// Bytes of partially received messages across every socket ([`Config::max_buffered_input`]).
     pub input_budget: Arc<crate::ws::InputBudget>,
+    /// The one clock of every timeout, window and schedule on this node.
+    pub clock: Clock,
     /// Presence diff coalescing.
     pub coalescing: Arc<Coalescing>,
     /// The other nodes, if any.
@@ -83,11 +86,14 @@ impl Hub {
 
     fn build(config: Config, cluster: Arc<dyn Cluster>) -> Hub {
         let node: [u8; 6] = rand_node();
+        let clock = Clock::new();
         Hub {
             cluster,
+            clock,
             users: Default::default(),
             draining: Default::default(),
             coalescing: Arc::new(Coalescing::new(
+                clock,
                 config.presence_window,
                 config.presence_coalesce_members,
             )),
@@ -212,7 +218,7 @@ impl Hub {
         if due.is_empty() {
             return;
         }
-        let now = self.coalescing.now_ms();
+        let now = self.clock.ms();
         let mut again = Vec::new();
         for weak in due {
             if let Some(channel) = weak.upgrade()
@@ -258,8 +264,9 @@ impl Hub {
     }
 
     /// One pass of the shared timer: raises [`crate::conn::signal`]s on sockets that have been
-    /// idle too long or whose channel tokens expired, and cuts those whose writer is stuck
+    /// idle too long, unjoined or stuck in an incomplete message, and cuts those whose writer is stuck
     /// behind a backlog ([`Conn::check_progress`]).
+    /// `now_ms` reads the hub's [`Clock`].
     pub fn sweep(&self, now_ms: u64) {
         let idle_ms = self.config.idle_timeout.as_millis() as u64;
         let unjoined_ms = self.config.unjoined_timeout.as_millis() as u64;
@@ -270,9 +277,6 @@ impl Hub {
                 let mut bits = 0;
                 if now_ms.saturating_sub(conn.last_seen_ms.load(Ordering::Relaxed)) >= idle_ms {
                     bits |= crate::conn::signal::IDLE;
-                }
-                if now_ms >= conn.token_deadline_ms.load(Ordering::Relaxed) {
-                    bits |= crate::conn::signal::TIMERS;
                 }
                 let incomplete = conn.incomplete_since_ms.load(Ordering::Relaxed);
                 if incomplete != 0 && now_ms.saturating_sub(incomplete) >= incomplete_ms {

@@ -34,6 +34,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod channel;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod conn;
@@ -137,6 +138,6 @@ async fn sweep_loop(hub: Arc<Hub>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        hub.sweep(driver::now_ms());
+        hub.sweep(hub.clock.ms());
     }
 }

@@ -333,7 +333,13 @@ async fn outbox_hard_limit_is_exact() {
     // the oldest waiting frame is exempt; with N - 1 bytes behind it a frame is accepted, with
     // N behind it the next one overflows.
     let conn = Arc::new(
-        Conn::new(1, headcount_protocol::Serializer::V2, 1 << 20, 0).with_hard_limit(1 << 20),
+        Conn::new(
+            1,
+            headcount_protocol::Serializer::V2,
+            1 << 20,
+            headcount_server::clock::Clock::new().now(),
+        )
+        .with_hard_limit(1 << 20),
     );
     assert!(conn.push(bytes::Bytes::from(vec![0u8; 3 << 20])));
     assert!(conn.push(bytes::Bytes::from(vec![0u8; (1 << 20) - 1])));

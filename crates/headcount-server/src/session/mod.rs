@@ -15,6 +15,7 @@ use serde_json::Value;
 use tracing::debug;
 
 use crate::auth::{AuthError, Claims};
+use crate::clock::Now;
 use crate::conn::Conn;
 use crate::frames;
 use crate::hub::{Broadcast, Channel, ChannelKey, Hub, Member, MemberId};
@@ -48,6 +49,8 @@ struct Joined {
     token: String,
     /// That token's claims.
     claims: Claims,
+    /// When the token expires, on the monotonic clock: worked out once from `claims.exp`.
+    expires_ms: u64,
     presence_key: String,
     ack: bool,
     self_broadcast: bool,
@@ -75,6 +78,14 @@ pub struct Session {
     rates: SocketRates,
 }
 
+/// When a token with `claims` expires on the monotonic clock, reckoned at `now` (a token
+/// already expired gives `now`).
+fn expiry_ms(claims: &Claims, now: Now) -> u64 {
+    let exp_unix_ms = (claims.exp.max(0) as u64).saturating_mul(1000);
+    now.ms
+        .saturating_add(exp_unix_ms.saturating_sub(now.unix_ms))
+}
+
 const JOIN_OK: &str = r#"{"postgres_changes":[]}"#;
 
 /// The join reason for a channel name over `max_topic_bytes` (Supabase has no such limit, so
@@ -94,12 +105,12 @@ impl Session {
         }
     }
 
-    /// Handles a text message; `now_ms` is the time in Unix milliseconds.
-    pub fn handle_text(&mut self, text: &[u8], now_ms: u64) -> Flow {
+    /// Handles a text message received at `now`.
+    pub fn handle_text(&mut self, text: &[u8], now: Now) -> Flow {
         match decode_text(self.conn.serializer, text) {
             Ok(m) => {
                 Metrics::inc(&self.hub.metrics.messages_in_total);
-                self.handle(m, now_ms)
+                self.handle(m, now)
             }
             Err(e) => {
                 Metrics::inc(&self.hub.metrics.messages_dropped_total);
@@ -110,11 +121,11 @@ impl Session {
     }
 
     /// Handles a binary message.
-    pub fn handle_binary(&mut self, bin: &[u8], now_ms: u64) -> Flow {
+    pub fn handle_binary(&mut self, bin: &[u8], now: Now) -> Flow {
         match decode_binary(self.conn.serializer, bin) {
             Ok(m) => {
                 Metrics::inc(&self.hub.metrics.messages_in_total);
-                self.handle(m, now_ms)
+                self.handle(m, now)
             }
             Err(e) => {
                 Metrics::inc(&self.hub.metrics.messages_dropped_total);
@@ -151,13 +162,13 @@ impl Session {
         self.reply(join_ref, msg_ref, topic, Status::Error, &response);
     }
 
-    fn handle(&mut self, m: ClientMessage<'_>, now_ms: u64) -> Flow {
+    fn handle(&mut self, m: ClientMessage<'_>, now: Now) -> Flow {
         if m.topic == "phoenix" && m.event == "heartbeat" {
             self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
             return Flow::Continue;
         }
         if m.event == "phx_join" {
-            return self.join(&m, now_ms);
+            return self.join(&m, now);
         }
         let Some(joined) = self.channels.get(&*m.topic) else {
             if m.event == "phx_leave" {
@@ -172,10 +183,10 @@ impl Session {
             return Flow::Continue;
         }
         match &*m.event {
-            "phx_leave" => self.leave(&m, now_ms),
-            "broadcast" => self.broadcast(&m, now_ms),
-            "presence" => self.presence(&m, now_ms),
-            "access_token" => self.refresh_token(&m, now_ms),
+            "phx_leave" => self.leave(&m, now),
+            "broadcast" => self.broadcast(&m, now),
+            "presence" => self.presence(&m, now),
+            "access_token" => self.refresh_token(&m, now),
             other => debug!(
                 conn = self.conn.id,
                 event = other,
@@ -187,7 +198,7 @@ impl Session {
 
     /// A `phx_join`, checked in Supabase's order: users, joins per second (this socket's, then
     /// the node's), channels per socket, token, then the policy of a private channel.
-    fn join(&mut self, m: &ClientMessage<'_>, now_ms: u64) -> Flow {
+    fn join(&mut self, m: &ClientMessage<'_>, now: Now) -> Flow {
         let topic: &str = &m.topic;
         if !topic.starts_with("realtime:") {
             self.reply_reason(&Ref::Null, &m.msg_ref, topic, "unmatched topic");
@@ -202,7 +213,7 @@ impl Session {
             // A duplicate join replaces the old channel, which is closed first.
             self.hub.leave(&old.channel, old.member);
             self.push_close(&old.join_ref, topic);
-            self.channels_changed(now_ms);
+            self.channels_changed(now);
         }
         let refuse = |session: &Session, reason: &str| {
             Metrics::inc(&session.hub.metrics.join_errors_total);
@@ -226,7 +237,7 @@ impl Session {
             refuse(self, "ConnectionRateLimitReached: Too many connected users");
             return Flow::Continue;
         }
-        match self.rates.join(&self.hub, now_ms) {
+        match self.rates.join(&self.hub, now.ms) {
             Verdict::Allowed => {}
             Verdict::OverClient => {
                 // Only this join is refused; the socket stays open, so a client joining many
@@ -254,12 +265,7 @@ impl Session {
             Some(t) if !t.starts_with("sb_") => t,
             _ => self.connect_token.clone(),
         };
-        let claims = match self
-            .hub
-            .config
-            .verifier
-            .verify(&token, (now_ms / 1000) as i64)
-        {
+        let claims = match self.hub.config.verifier.verify(&token, now.unix_s()) {
             Ok(claims) => claims,
             Err(e) => {
                 refuse(self, &e.join_reason());
@@ -311,6 +317,7 @@ impl Session {
                 member: member_id,
                 join_ref,
                 token,
+                expires_ms: expiry_ms(&claims, now),
                 claims,
                 presence_key,
                 ack: options.ack,
@@ -320,19 +327,19 @@ impl Session {
                 grants,
             },
         );
-        self.channels_changed(now_ms);
+        self.channels_changed(now);
         Metrics::inc(&self.hub.metrics.joins_total);
         Flow::Continue
     }
 
-    fn leave(&mut self, m: &ClientMessage<'_>, now_ms: u64) {
+    fn leave(&mut self, m: &ClientMessage<'_>, now: Now) {
         let Some(joined) = self.channels.remove(&*m.topic) else {
             return;
         };
         self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
         self.hub.leave(&joined.channel, joined.member);
         self.push_close(&joined.join_ref, &m.topic);
-        self.channels_changed(now_ms);
+        self.channels_changed(now);
     }
 
     fn push_close(&self, join_ref: &Ref, topic: &str) {
@@ -342,7 +349,7 @@ impl Session {
         }));
     }
 
-    fn broadcast(&mut self, m: &ClientMessage<'_>, now_ms: u64) {
+    fn broadcast(&mut self, m: &ClientMessage<'_>, now: Now) {
         let joined = &self.channels[&*m.topic];
         if !joined.grants.broadcast_write {
             // As Supabase: a denied broadcast is dropped without a reply, even with ack.
@@ -350,10 +357,10 @@ impl Session {
             return;
         }
         let ack = joined.ack;
-        match self.rates.broadcast(&self.hub, now_ms) {
+        match self.rates.broadcast(&self.hub, now.ms) {
             Verdict::Allowed => {}
             // The flooder's channel closes, as at Supabase's rate limit.
-            Verdict::OverClient => return self.shut_down(&m.topic, RATE_EVENTS, now_ms),
+            Verdict::OverClient => return self.shut_down(&m.topic, RATE_EVENTS, now),
             Verdict::OverNode => {
                 // Others used the node's limit up: the message is dropped (an ack is told),
                 // and a flood never closes a bystander's channel.
@@ -398,7 +405,7 @@ impl Session {
 
     /// `access_token`: never answered. A good token replaces the channel's (and, on a private
     /// channel, its grants); a bad one, or one that may no longer read, closes the channel.
-    fn refresh_token(&mut self, m: &ClientMessage<'_>, now_ms: u64) {
+    fn refresh_token(&mut self, m: &ClientMessage<'_>, now: Now) {
         let value: Value = m
             .payload
             .as_json()
@@ -411,14 +418,9 @@ impl Session {
         if token.starts_with("sb_") || *token == joined.token {
             return;
         }
-        let claims = match self
-            .hub
-            .config
-            .verifier
-            .verify(token, (now_ms / 1000) as i64)
-        {
+        let claims = match self.hub.config.verifier.verify(token, now.unix_s()) {
             Ok(claims) => claims,
-            Err(e) => return self.shut_down(&m.topic, &e.to_string(), now_ms),
+            Err(e) => return self.shut_down(&m.topic, &e.to_string(), now),
         };
         self.conn.presented.record(claims.sub.as_deref());
         let sub_topic = m.topic.strip_prefix("realtime:").unwrap_or(&m.topic);
@@ -431,10 +433,11 @@ impl Session {
             let message = format!(
                 "You no longer have permission to read from this Channel topic: {sub_topic}"
             );
-            return self.shut_down(&m.topic, &message, now_ms);
+            return self.shut_down(&m.topic, &message, now);
         }
         let joined = self.channels.get_mut(&*m.topic).expect("checked above");
         joined.token = token.clone();
+        joined.expires_ms = expiry_ms(&claims, now);
         joined.claims = claims;
         if joined.grants != grants {
             if joined.grants.presence_write && !grants.presence_write {
@@ -444,12 +447,12 @@ impl Session {
             joined.grants = grants;
             joined.channel.set_grants(joined.member, grants);
         }
-        self.channels_changed(now_ms);
+        self.channels_changed(now);
     }
 
     /// Closes a channel from the server side: a `system` error with `message`, then
     /// `phx_close`, as Supabase's `shutdown_response` does.
-    fn shut_down(&mut self, topic: &str, message: &str, now_ms: u64) {
+    fn shut_down(&mut self, topic: &str, message: &str, now: Now) {
         let Some(joined) = self.channels.remove(topic) else {
             return;
         };
@@ -468,39 +471,35 @@ impl Session {
         }));
         self.hub.leave(&joined.channel, joined.member);
         self.push_close(&joined.join_ref, topic);
-        self.channels_changed(now_ms);
+        self.channels_changed(now);
     }
 
-    /// Closes the channels whose token expired by `now_ms`.
-    pub fn on_timers(&mut self, now_ms: u64) {
-        let now = (now_ms / 1000) as i64;
+    /// Closes the channels whose token expired by `now`.
+    pub fn on_timers(&mut self, now: Now) {
         let expired: Vec<(Box<str>, i64)> = self
             .channels
             .iter()
-            .filter(|(_, j)| j.claims.exp <= now)
+            .filter(|(_, j)| j.expires_ms <= now.ms)
             .map(|(topic, j)| (topic.clone(), j.claims.exp))
             .collect();
         for (topic, exp) in expired {
             let message = AuthError::Expired {
-                seconds_ago: now.saturating_sub(exp),
+                seconds_ago: now.unix_s().saturating_sub(exp),
             }
             .to_string();
-            self.shut_down(&topic, &message, now_ms);
+            self.shut_down(&topic, &message, now);
         }
-        self.channels_changed(now_ms);
     }
 
-    /// Keeps the socket's shared bookkeeping in step with its channels: the token deadline,
-    /// the "connected users" count and the unjoined clock.
-    fn channels_changed(&mut self, now_ms: u64) {
-        let deadline = self
-            .channels
-            .values()
-            .map(|j| (j.claims.exp.max(0) as u64).saturating_mul(1000))
-            .min();
-        self.conn
-            .token_deadline_ms
-            .store(deadline.unwrap_or(u64::MAX), Ordering::Relaxed);
+    /// When [`Session::on_timers`] must next run (on the monotonic clock): the earliest token
+    /// expiry among the channels, if any. The driver waits for it; nothing else keeps it.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.channels.values().map(|j| j.expires_ms).min()
+    }
+
+    /// Keeps the socket's shared bookkeeping in step with its channels: the "connected users"
+    /// count and the unjoined clock.
+    fn channels_changed(&mut self, now: Now) {
         let has_channels = !self.channels.is_empty();
         if has_channels != self.counted_user {
             if has_channels {
@@ -508,9 +507,7 @@ impl Session {
                 self.conn.unjoined_since_ms.store(0, Ordering::Relaxed);
             } else {
                 self.hub.users.fetch_sub(1, Ordering::Relaxed);
-                self.conn
-                    .unjoined_since_ms
-                    .store(now_ms.max(1), Ordering::Relaxed);
+                self.conn.unjoined_since_ms.store(now.ms, Ordering::Relaxed);
             }
             self.counted_user = has_channels;
         }

@@ -10,7 +10,7 @@ use super::*;
 
 impl Session {
     /// A presence call: the client window first (every call counts), then track or untrack.
-    pub(super) fn presence(&mut self, m: &ClientMessage<'_>, now_ms: u64) {
+    pub(super) fn presence(&mut self, m: &ClientMessage<'_>, now: Now) {
         let value: Value = m
             .payload
             .as_json()
@@ -22,10 +22,10 @@ impl Session {
         };
         if !self
             .rates
-            .presence_call(&self.hub.config.limits, &m.topic, now_ms)
+            .presence_call(&self.hub.config.limits, &m.topic, now.ms)
         {
             self.hub.metrics.refused(Limit::ClientPresence);
-            self.shut_down(&m.topic, "Client presence rate limit exceeded", now_ms);
+            self.shut_down(&m.topic, "Client presence rate limit exceeded", now);
             return;
         }
         let joined = &self.channels[&*m.topic];
@@ -68,7 +68,7 @@ impl Session {
                 let size = payload.as_str().len() + joined.presence_key.len();
                 if size > self.hub.config.limits.max_payload_bytes() {
                     self.hub.metrics.refused(Limit::PayloadSize);
-                    return self.shut_down(&m.topic, "Track message size exceeded", now_ms);
+                    return self.shut_down(&m.topic, "Track message size exceeded", now);
                 }
                 if size + self.presence_bytes_elsewhere(&m.topic)
                     > self.hub.config.max_presence_bytes_per_client
@@ -81,9 +81,9 @@ impl Session {
                         PRESENCE_BYTES_EXCEEDED,
                     );
                 }
-                match self.rates.track(&self.hub, now_ms) {
+                match self.rates.track(&self.hub, now.ms) {
                     Verdict::Allowed => {}
-                    Verdict::OverClient => return self.shut_down(&m.topic, RATE_PRESENCE, now_ms),
+                    Verdict::OverClient => return self.shut_down(&m.topic, RATE_PRESENCE, now),
                     Verdict::OverNode => {
                         // Others used the node's limit up: this track is refused; the channel
                         // and the member's current presence stay.
@@ -99,7 +99,7 @@ impl Session {
                     &self.conn,
                     &joined.presence_key,
                     payload,
-                    now_ms.saturating_mul(1_000_000),
+                    now.unix_ms.saturating_mul(1_000_000),
                     reply,
                 );
             }
