@@ -17,7 +17,7 @@ use crate::clock::Now;
 use crate::conn::{Batch, Conn, signal};
 use crate::hub::Hub;
 use crate::metrics::{Limit, Metrics};
-use crate::session::{Flow, Session};
+use crate::session::{Flow, Node, Session};
 
 /// What a socket's messages go to: the Phoenix [`Session`] in the server, or something
 /// simpler (an echo, for WebSocket conformance runs).
@@ -35,7 +35,7 @@ pub trait Handler: Send {
     fn terminate(&mut self);
 }
 
-impl Handler for Session {
+impl<N: Node> Handler for Session<N> {
     fn text(&mut self, text: &[u8], now: Now) -> Flow {
         self.handle_text(text, now)
     }

@@ -18,14 +18,18 @@ use crate::auth::{AuthError, Claims};
 use crate::clock::Now;
 use crate::conn::Conn;
 use crate::frames;
-use crate::hub::{Broadcast, Channel, ChannelKey, Hub, Member, MemberId};
+use crate::hub::{Broadcast, ChannelKey, Hub, Member, MemberId};
 use crate::metrics::{Limit, Metrics};
 use crate::policy::Grants;
 use crate::ws::close_code;
 
+mod node;
 mod options;
 mod presence;
 mod rates;
+#[cfg(test)]
+mod tests;
+pub use node::{Node, NodeRates, Track};
 pub use options::{JoinOptions, KEY_TOO_LONG, PRESENCE_BYTES_EXCEEDED};
 use rates::{RATE_EVENTS, RATE_JOINS, RATE_PRESENCE, SocketRates, Verdict};
 
@@ -40,8 +44,8 @@ pub enum Flow {
 
 /// One joined channel, as this socket sees it.
 #[derive(Debug)]
-struct Joined {
-    channel: Arc<Channel>,
+struct Joined<C> {
+    channel: C,
     member: MemberId,
     join_ref: Ref,
     /// The token the channel is authorized with (the join's `access_token`, a refresh, or the
@@ -63,16 +67,17 @@ struct Joined {
     grants: Grants,
 }
 
-/// The protocol state of one socket. Owned by the socket's reader task.
+/// The protocol state of one socket. Owned by the socket's reader task. It acts on the rest of
+/// the node only through [`Node`] (the [`Hub`] in the server).
 #[derive(Debug)]
-pub struct Session {
-    hub: Arc<Hub>,
+pub struct Session<N: Node = Hub> {
+    hub: Arc<N>,
     conn: Arc<Conn>,
     /// The apikey the socket connected with, already verified; the default channel token.
     connect_token: String,
     /// Joined channels by topic.
-    channels: HashMap<Box<str>, Joined>,
-    /// Whether this socket is counted in [`Hub::users`] (it is while it has a channel).
+    channels: HashMap<Box<str>, Joined<N::Channel>>,
+    /// Whether this socket is counted in [`Node::users`] (it is while it has a channel).
     counted_user: bool,
     /// This socket's own rates (in front of the node's) and its client presence windows.
     rates: SocketRates,
@@ -92,11 +97,11 @@ const JOIN_OK: &str = r#"{"postgres_changes":[]}"#;
 /// the code and message follow its `TopicNameRequired` style).
 pub const TOPIC_TOO_LONG: &str = "TopicNameTooLong: The topic name is too long";
 
-impl Session {
+impl<N: Node> Session<N> {
     /// A session for a socket that connected with `connect_token`.
-    pub fn new(hub: Arc<Hub>, conn: Arc<Conn>, connect_token: String) -> Session {
+    pub fn new(hub: Arc<N>, conn: Arc<Conn>, connect_token: String) -> Session<N> {
         Session {
-            rates: SocketRates::new(&hub.config.limits),
+            rates: SocketRates::new(&hub.config().limits),
             hub,
             conn,
             connect_token,
@@ -109,11 +114,11 @@ impl Session {
     pub fn handle_text(&mut self, text: &[u8], now: Now) -> Flow {
         match decode_text(self.conn.serializer, text) {
             Ok(m) => {
-                Metrics::inc(&self.hub.metrics.messages_in_total);
+                Metrics::inc(&self.hub.metrics().messages_in_total);
                 self.handle(m, now)
             }
             Err(e) => {
-                Metrics::inc(&self.hub.metrics.messages_dropped_total);
+                Metrics::inc(&self.hub.metrics().messages_dropped_total);
                 debug!(conn = self.conn.id, error = %e, "dropped an undecodable text message");
                 Flow::Continue
             }
@@ -124,11 +129,11 @@ impl Session {
     pub fn handle_binary(&mut self, bin: &[u8], now: Now) -> Flow {
         match decode_binary(self.conn.serializer, bin) {
             Ok(m) => {
-                Metrics::inc(&self.hub.metrics.messages_in_total);
+                Metrics::inc(&self.hub.metrics().messages_in_total);
                 self.handle(m, now)
             }
             Err(e) => {
-                Metrics::inc(&self.hub.metrics.messages_dropped_total);
+                Metrics::inc(&self.hub.metrics().messages_dropped_total);
                 debug!(conn = self.conn.id, error = %e, "dropped an undecodable binary message");
                 Flow::Continue
             }
@@ -215,8 +220,8 @@ impl Session {
             self.push_close(&old.join_ref, topic);
             self.channels_changed(now);
         }
-        let refuse = |session: &Session, reason: &str| {
-            Metrics::inc(&session.hub.metrics.join_errors_total);
+        let refuse = |session: &Session<N>, reason: &str| {
+            Metrics::inc(&session.hub.metrics().join_errors_total);
             debug!(conn = session.conn.id, topic, reason, "refused a join");
             session.reply_reason(&join_ref, &m.msg_ref, topic, reason);
         };
@@ -224,20 +229,20 @@ impl Session {
             refuse(self, "TopicNameRequired: You must provide a topic name");
             return Flow::Continue;
         }
-        if topic.len() - "realtime:".len() > self.hub.config.limits.max_topic_bytes {
+        if topic.len() - "realtime:".len() > self.hub.config().limits.max_topic_bytes {
             refuse(self, TOPIC_TOO_LONG);
             return Flow::Continue;
         }
-        let limits = &self.hub.config.limits;
+        let limits = &self.hub.config().limits;
         if let Some(max) = limits.max_concurrent_users
             && !self.counted_user
-            && self.hub.users.load(Ordering::Relaxed) >= max
+            && self.hub.users().load(Ordering::Relaxed) >= max
         {
-            self.hub.metrics.refused(Limit::Users);
+            self.hub.metrics().refused(Limit::Users);
             refuse(self, "ConnectionRateLimitReached: Too many connected users");
             return Flow::Continue;
         }
-        match self.rates.join(&self.hub, now.ms) {
+        match self.rates.join(&*self.hub, now.ms) {
             Verdict::Allowed => {}
             Verdict::OverClient => {
                 // Only this join is refused; the socket stays open, so a client joining many
@@ -252,12 +257,12 @@ impl Session {
             }
         }
         if self.channels.len() >= limits.max_channels_per_client {
-            self.hub.metrics.refused(Limit::Channels);
+            self.hub.metrics().refused(Limit::Channels);
             refuse(self, "ChannelRateLimitReached: Too many channels");
             return Flow::Continue;
         }
         let options = JoinOptions::parse(m.payload.as_json().map(|p| p.get()));
-        if options.key_too_long(self.hub.config.max_presence_key_length) {
+        if options.key_too_long(self.hub.config().max_presence_key_length) {
             refuse(self, KEY_TOO_LONG);
             return Flow::Continue;
         }
@@ -265,7 +270,7 @@ impl Session {
             Some(t) if !t.starts_with("sb_") => t,
             _ => self.connect_token.clone(),
         };
-        let claims = match self.hub.config.verifier.verify(&token, now.unix_s()) {
+        let claims = match self.hub.config().verifier.verify(&token, now.unix_s()) {
             Ok(claims) => claims,
             Err(e) => {
                 refuse(self, &e.join_reason());
@@ -275,7 +280,7 @@ impl Session {
         self.conn.presented.record(claims.sub.as_deref());
         let sub_topic = &topic["realtime:".len()..];
         let grants = if options.private {
-            let grants = self.hub.config.policy.evaluate(sub_topic, &claims);
+            let grants = self.hub.config().policy.evaluate(sub_topic, &claims);
             if !grants.can_read() {
                 refuse(
                     self,
@@ -291,7 +296,7 @@ impl Session {
         };
         let presence_key = match options.presence_key {
             Some(key) => key,
-            None if self.hub.config.strict_presence && claims.sub.is_some() => {
+            None if self.hub.config().strict_presence && claims.sub.is_some() => {
                 claims.sub.clone().expect("checked")
             }
             None => self.hub.new_presence_key(),
@@ -328,7 +333,7 @@ impl Session {
             },
         );
         self.channels_changed(now);
-        Metrics::inc(&self.hub.metrics.joins_total);
+        Metrics::inc(&self.hub.metrics().joins_total);
         Flow::Continue
     }
 
@@ -357,7 +362,7 @@ impl Session {
             return;
         }
         let ack = joined.ack;
-        match self.rates.broadcast(&self.hub, now.ms) {
+        match self.rates.broadcast(&*self.hub, now.ms) {
             Verdict::Allowed => {}
             // The flooder's channel closes, as at Supabase's rate limit.
             Verdict::OverClient => return self.shut_down(&m.topic, RATE_EVENTS, now),
@@ -382,8 +387,8 @@ impl Session {
                 b.body.len(),
             ),
         };
-        if size > self.hub.config.limits.max_payload_bytes() {
-            self.hub.metrics.refused(Limit::PayloadSize);
+        if size > self.hub.config().limits.max_payload_bytes() {
+            self.hub.metrics().refused(Limit::PayloadSize);
             if joined.ack {
                 self.reply(
                     &m.join_ref,
@@ -395,9 +400,8 @@ impl Session {
             }
             return;
         }
-        joined
-            .channel
-            .broadcast(joined.member, joined.self_broadcast, msg);
+        self.hub
+            .broadcast(&joined.channel, joined.member, joined.self_broadcast, msg);
         if joined.ack {
             self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
         }
@@ -418,14 +422,14 @@ impl Session {
         if token.starts_with("sb_") || *token == joined.token {
             return;
         }
-        let claims = match self.hub.config.verifier.verify(token, now.unix_s()) {
+        let claims = match self.hub.config().verifier.verify(token, now.unix_s()) {
             Ok(claims) => claims,
             Err(e) => return self.shut_down(&m.topic, &e.to_string(), now),
         };
         self.conn.presented.record(claims.sub.as_deref());
         let sub_topic = m.topic.strip_prefix("realtime:").unwrap_or(&m.topic);
         let grants = if joined.private {
-            self.hub.config.policy.evaluate(sub_topic, &claims)
+            self.hub.config().policy.evaluate(sub_topic, &claims)
         } else {
             Grants::ALL
         };
@@ -442,10 +446,11 @@ impl Session {
         if joined.grants != grants {
             if joined.grants.presence_write && !grants.presence_write {
                 // A revoked write grant takes the member's presence away too.
-                joined.channel.untrack(joined.member, &self.conn, None);
+                self.hub
+                    .untrack(&joined.channel, joined.member, &self.conn, None);
             }
             joined.grants = grants;
-            joined.channel.set_grants(joined.member, grants);
+            self.hub.set_grants(&joined.channel, joined.member, grants);
         }
         self.channels_changed(now);
     }
@@ -503,10 +508,10 @@ impl Session {
         let has_channels = !self.channels.is_empty();
         if has_channels != self.counted_user {
             if has_channels {
-                self.hub.users.fetch_add(1, Ordering::Relaxed);
+                self.hub.users().fetch_add(1, Ordering::Relaxed);
                 self.conn.unjoined_since_ms.store(0, Ordering::Relaxed);
             } else {
-                self.hub.users.fetch_sub(1, Ordering::Relaxed);
+                self.hub.users().fetch_sub(1, Ordering::Relaxed);
                 self.conn.unjoined_since_ms.store(now.ms, Ordering::Relaxed);
             }
             self.counted_user = has_channels;
@@ -519,7 +524,7 @@ impl Session {
             self.hub.leave(&joined.channel, joined.member);
         }
         if self.counted_user {
-            self.hub.users.fetch_sub(1, Ordering::Relaxed);
+            self.hub.users().fetch_sub(1, Ordering::Relaxed);
             self.counted_user = false;
         }
     }

@@ -8,10 +8,10 @@ use serde_json::Value;
 
 use super::*;
 
-impl Session {
+impl<N: Node> Session<N> {
     /// A presence call: the client window first (every call counts), then track or untrack.
     pub(super) fn presence(&mut self, m: &ClientMessage<'_>, now: Now) {
-        let value: Value = m
+        let mut value: Value = m
             .payload
             .as_json()
             .and_then(|p| serde_json::from_str(p.get()).ok())
@@ -22,9 +22,9 @@ impl Session {
         };
         if !self
             .rates
-            .presence_call(&self.hub.config.limits, &m.topic, now.ms)
+            .presence_call(&self.hub.config().limits, &m.topic, now.ms)
         {
-            self.hub.metrics.refused(Limit::ClientPresence);
+            self.hub.metrics().refused(Limit::ClientPresence);
             self.shut_down(&m.topic, "Client presence rate limit exceeded", now);
             return;
         }
@@ -35,9 +35,10 @@ impl Session {
                     self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Error, "{}");
                     return;
                 }
-                let payload = match value.get("payload") {
+                // Taken out of the parsed message, not copied.
+                let payload = match value.as_object_mut().and_then(|o| o.remove("payload")) {
                     None => Ok(PresencePayload::empty()),
-                    Some(p) => PresencePayload::from_value(p.clone()),
+                    Some(p) => PresencePayload::from_value(p),
                 };
                 let payload = match payload {
                     Ok(payload) => payload,
@@ -50,7 +51,7 @@ impl Session {
                         );
                     }
                 };
-                if self.hub.config.strict_presence
+                if self.hub.config().strict_presence
                     && joined.claims.sub.as_deref() != Some(&joined.presence_key)
                 {
                     return self.reply_reason(
@@ -66,14 +67,14 @@ impl Session {
                 }
                 // The key is stored and sent with every meta: it counts toward the payload.
                 let size = payload.as_str().len() + joined.presence_key.len();
-                if size > self.hub.config.limits.max_payload_bytes() {
-                    self.hub.metrics.refused(Limit::PayloadSize);
+                if size > self.hub.config().limits.max_payload_bytes() {
+                    self.hub.metrics().refused(Limit::PayloadSize);
                     return self.shut_down(&m.topic, "Track message size exceeded", now);
                 }
                 if size + self.presence_bytes_elsewhere(&m.topic)
-                    > self.hub.config.max_presence_bytes_per_client
+                    > self.hub.config().max_presence_bytes_per_client
                 {
-                    self.hub.metrics.refused(Limit::PayloadSize);
+                    self.hub.metrics().refused(Limit::PayloadSize);
                     return self.reply_reason(
                         &m.join_ref,
                         &m.msg_ref,
@@ -81,7 +82,7 @@ impl Session {
                         PRESENCE_BYTES_EXCEEDED,
                     );
                 }
-                match self.rates.track(&self.hub, now.ms) {
+                match self.rates.track(&*self.hub, now.ms) {
                     Verdict::Allowed => {}
                     Verdict::OverClient => return self.shut_down(&m.topic, RATE_PRESENCE, now),
                     Verdict::OverNode => {
@@ -94,22 +95,21 @@ impl Session {
                 let reply = self.reply_frame(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
                 let joined = self.channels.get_mut(&*m.topic).expect("joined");
                 joined.tracked = Some(payload.clone());
-                joined.channel.track(
-                    joined.member,
-                    &self.conn,
-                    &joined.presence_key,
+                let track = Track {
+                    key: &joined.presence_key,
                     payload,
-                    now.unix_ms.saturating_mul(1_000_000),
+                    unix_ns: now.unix_ms.saturating_mul(1_000_000),
                     reply,
-                );
+                };
+                self.hub
+                    .track(&joined.channel, joined.member, &self.conn, track);
             }
             Some("untrack") => {
                 let reply = self.reply_frame(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
                 let joined = self.channels.get_mut(&*m.topic).expect("joined");
                 joined.tracked = None;
-                joined
-                    .channel
-                    .untrack(joined.member, &self.conn, Some(reply));
+                self.hub
+                    .untrack(&joined.channel, joined.member, &self.conn, Some(reply));
             }
             _ => self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Error, "{}"),
         }

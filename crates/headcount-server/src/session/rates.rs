@@ -6,8 +6,8 @@
 //! are kept by topic rather than by membership, so leaving and joining again does not reset
 //! "5 calls per 30 s".
 
+use super::Node;
 use crate::config::Limits;
-use crate::hub::Hub;
 use crate::limits::{NodeRate, Window, Windows, per_second};
 use crate::metrics::{Limit, Metrics};
 
@@ -83,37 +83,37 @@ impl SocketRates {
     }
 
     /// One join.
-    pub(super) fn join(&mut self, hub: &Hub, now_ms: u64) -> Verdict {
+    pub(super) fn join(&mut self, node: &impl Node, now_ms: u64) -> Verdict {
         Check {
             window: &mut self.joins,
-            client_max: hub.config.limits.client_joins_per_second(),
-            node: &hub.joins,
+            client_max: node.config().limits.client_joins_per_second(),
+            node: node.rates().joins,
             limits: (Limit::ClientJoins, Limit::Joins),
-            metrics: &hub.metrics,
+            metrics: node.metrics(),
         }
         .run(now_ms)
     }
 
     /// One client broadcast.
-    pub(super) fn broadcast(&mut self, hub: &Hub, now_ms: u64) -> Verdict {
+    pub(super) fn broadcast(&mut self, node: &impl Node, now_ms: u64) -> Verdict {
         Check {
             window: &mut self.events,
-            client_max: hub.config.limits.client_events_per_second(),
-            node: &hub.events,
+            client_max: node.config().limits.client_events_per_second(),
+            node: node.rates().events,
             limits: (Limit::ClientEvents, Limit::Events),
-            metrics: &hub.metrics,
+            metrics: node.metrics(),
         }
         .run(now_ms)
     }
 
     /// One presence track.
-    pub(super) fn track(&mut self, hub: &Hub, now_ms: u64) -> Verdict {
+    pub(super) fn track(&mut self, node: &impl Node, now_ms: u64) -> Verdict {
         Check {
             window: &mut self.presence_events,
-            client_max: hub.config.limits.client_presence_events_per_second(),
-            node: &hub.presence_events,
+            client_max: node.config().limits.client_presence_events_per_second(),
+            node: node.rates().presence_events,
             limits: (Limit::ClientPresenceEvents, Limit::PresenceEvents),
-            metrics: &hub.metrics,
+            metrics: node.metrics(),
         }
         .run(now_ms)
     }
