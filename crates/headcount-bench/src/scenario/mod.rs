@@ -213,34 +213,6 @@ impl Schedule {
     pub fn due_us(&self, j: u64) -> u64 {
         self.start_us + (((j + 1) as f64 - self.phase).max(0.0) / self.rate * 1e6) as u64
     }
-
-    /// Puts messages `messages` of `publisher` into the client's outbox, each stamped with the
-    /// time it was due (so a publisher held back by the server's backpressure shows as
-    /// latency, not as a quietly lower rate) and the next of its sequence numbers.
-    #[allow(clippy::too_many_arguments)]
-    pub fn publish<S: Session>(
-        &self,
-        client: &mut Client<S>,
-        publisher: u32,
-        messages: std::ops::Range<u64>,
-        step: u32,
-        seq: &mut u64,
-        body: &mut Vec<u8>,
-        payload: usize,
-    ) {
-        for j in messages {
-            *seq += 1;
-            body.clear();
-            crate::proto::Stamp {
-                publisher,
-                seq: *seq,
-                sent_us: self.due_us(j),
-                step,
-            }
-            .write(body, payload);
-            client.session.publish(body, &mut client.out);
-        }
-    }
 }
 
 /// What a ramp does after a step: a failed step is run once more (other work on a shared

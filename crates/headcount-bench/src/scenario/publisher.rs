@@ -82,9 +82,7 @@ impl Publisher {
                         continue;
                     }
                     let step = step();
-                    schedule.publish(
-                        client, self.id, sent..due, step, &mut self.seq, &mut self.body, self.payload,
-                    );
+                    self.publish(client, &schedule, sent..due, step);
                     client.flush().await?;
                     on_sent(step, due - sent);
                     sent = due;
@@ -92,6 +90,30 @@ impl Publisher {
                 r = client.read() => answer(client, r).await?,
                 () = tick(keepalive) => keep_alive(client).await?,
             }
+        }
+    }
+
+    /// Puts messages `messages` of this publisher's `schedule` into the client's outbox, each
+    /// stamped with the time it was due (so a publisher held back by the server's backpressure
+    /// shows as latency, not as a quietly lower rate) and the next of its sequence numbers.
+    fn publish<S: Session>(
+        &mut self,
+        client: &mut Client<S>,
+        schedule: &Schedule,
+        messages: std::ops::Range<u64>,
+        step: u32,
+    ) {
+        for j in messages {
+            self.seq += 1;
+            self.body.clear();
+            crate::proto::Stamp {
+                publisher: self.id,
+                seq: self.seq,
+                sent_us: schedule.due_us(j),
+                step,
+            }
+            .write(&mut self.body, self.payload);
+            client.session.publish(&self.body, &mut client.out);
         }
     }
 }

@@ -22,12 +22,12 @@ use indicatif::ProgressBar;
 use serde_json::json;
 use tokio::sync::watch;
 
-use super::{CpuMeter, Ctx, Outcome, bar, finish, hold, keepalive_timer, opt, within};
+use super::{CpuMeter, CpuUse, Ctx, Outcome, bar, finish, hold, keepalive_timer, opt, within};
 use crate::BenchArgs;
 use crate::client::{Client, Target};
 use crate::proto::{Event, Member, Protocol, member_key, member_meta};
 use crate::report::{Table, bytes, si};
-use crate::stats::Latency;
+use crate::stats::{Latency, LatencySummary};
 use crate::view::View;
 
 /// The information a storm of `n` members must deliver, in bytes (see the module docs).
@@ -57,6 +57,28 @@ struct Progress {
     last_full_us: AtomicU64,
     bytes_until_full: AtomicU64,
     bytes_total: AtomicU64,
+    /// From a member's join sent to its track accepted.
+    join_latency: Mutex<Latency>,
+}
+
+/// The shape of a run, from the arguments.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// Members.
+    n: usize,
+    /// Joins per second.
+    rate: f64,
+}
+
+/// The storm under way: the member tasks and what they report.
+struct Storm {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    progress: Arc<Progress>,
+    pb: ProgressBar,
+    /// From before the first join.
+    cpu: CpuMeter,
+    /// When the first join is due, in µs since the epoch.
+    first_us: u64,
 }
 
 /// Runs the scenario.
@@ -65,16 +87,32 @@ pub async fn run<P: Protocol>(
     args: &BenchArgs,
     ctx: Ctx,
 ) -> anyhow::Result<Outcome> {
-    let n = args.members().max(1);
-    let rate = args.join_rate;
-    ctx.check_sockets(n)?;
+    let plan = Plan {
+        n: args.members().max(1),
+        rate: args.join_rate,
+    };
+    ctx.check_sockets(plan.n)?;
     let ctx = Arc::new(ctx);
-    let progress = Arc::new(Progress::default());
-    let join_latency = Arc::new(Mutex::new(Latency::new()));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut storm = start(&target, plan, &ctx, &stop_rx).await;
+    let cpu = converge(args, plan, &ctx, &storm).await;
+    let _ = stop_tx.send(true);
+    finish(std::mem::take(&mut storm.tasks)).await;
+    Ok(report(args, plan, &storm, cpu, &ctx))
+}
 
+/// Spawns every member, each to join at its turn (`i / rate` seconds after a common start),
+/// after a pause that lets an earlier run's leftovers settle.
+async fn start<P: Protocol>(
+    target: &Arc<Target<P>>,
+    plan: Plan,
+    ctx: &Arc<Ctx>,
+    stop_rx: &watch::Receiver<bool>,
+) -> Storm {
+    let Plan { n, rate } = plan;
+    let progress = Arc::new(Progress::default());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let cpu = CpuMeter::start(&ctx);
+    let cpu = CpuMeter::start(ctx);
     let first_us = ctx.now_us() + 100_000;
     let start = tokio::time::Instant::now() + Duration::from_millis(100);
     let pb = bar(n as u64, "converged");
@@ -86,90 +124,152 @@ pub async fn run<P: Protocol>(
             track: true,
         };
         let at = start + Duration::from_secs_f64(i as f64 / rate);
-        let (target, ctx, progress, join_latency, pb) = (
-            target.clone(),
-            ctx.clone(),
-            progress.clone(),
-            join_latency.clone(),
-            pb.clone(),
-        );
-        let stop = stop_rx.clone();
+        let task = Task {
+            target: target.clone(),
+            ctx: ctx.clone(),
+            progress: progress.clone(),
+            pb: pb.clone(),
+            stop: stop_rx.clone(),
+            n,
+        };
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
-            one_member(
-                &target,
-                member,
-                n,
-                stop,
-                &ctx,
-                &progress,
-                &join_latency,
-                &pb,
-            )
-            .await;
+            one_member(member, task).await;
         }));
     }
+    Storm {
+        tasks,
+        progress,
+        pb,
+        cpu,
+        first_us,
+    }
+}
 
+/// Waits until every view is complete or its member failed, or until the timeout has passed
+/// since every member joined (or failed); returns the CPU used from before the first join.
+async fn converge(args: &BenchArgs, plan: Plan, ctx: &Ctx, storm: &Storm) -> CpuUse {
+    let (n, progress, pb) = (plan.n, &storm.progress, &storm.pb);
     let timeout = Duration::from_secs_f64(args.timeout_secs);
     let mut all_started_at: Option<Instant> = None;
-    let converged_cpu = loop {
+    let cpu = loop {
         let converged = progress.converged.load(Ordering::Relaxed);
         let failed = progress.failed.load(Ordering::Relaxed);
         let joined = progress.joined.load(Ordering::Relaxed);
         if converged + failed >= n {
-            break cpu.read(&ctx);
+            break storm.cpu.read(ctx);
         }
         if joined + failed >= n {
             let since = *all_started_at.get_or_insert_with(Instant::now);
             if since.elapsed() >= timeout {
-                break cpu.read(&ctx);
+                break storm.cpu.read(ctx);
             }
         }
         pb.set_message(format!("joined {joined}"));
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     pb.finish_and_clear();
-    let _ = stop_tx.send(true);
-    finish(tasks).await;
+    cpu
+}
 
-    let converged = progress.converged.load(Ordering::Relaxed);
-    let failed = progress.failed.load(Ordering::Relaxed);
-    let joined = progress.joined.load(Ordering::Relaxed);
-    let last_join = progress.last_join_us.load(Ordering::Relaxed);
-    let last_track = progress.last_track_us.load(Ordering::Relaxed);
-    let last_full = progress.last_full_us.load(Ordering::Relaxed);
-    let all = converged == n;
+/// The counters at the end of a storm, as plain numbers.
+#[derive(Clone, Copy, Debug, Default)]
+struct Tally {
+    joined: usize,
+    failed: usize,
+    converged: usize,
+    last_join_us: u64,
+    last_track_us: u64,
+    last_full_us: u64,
+    bytes_until_full: u64,
+    bytes_total: u64,
+}
+
+impl Tally {
+    fn read(p: &Progress) -> Tally {
+        Tally {
+            joined: p.joined.load(Ordering::Relaxed),
+            failed: p.failed.load(Ordering::Relaxed),
+            converged: p.converged.load(Ordering::Relaxed),
+            last_join_us: p.last_join_us.load(Ordering::Relaxed),
+            last_track_us: p.last_track_us.load(Ordering::Relaxed),
+            last_full_us: p.last_full_us.load(Ordering::Relaxed),
+            bytes_until_full: p.bytes_until_full.load(Ordering::Relaxed),
+            bytes_total: p.bytes_total.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// What a storm came to.
+#[derive(Debug, PartialEq)]
+struct Figures {
+    /// Whether every view became complete.
+    all: bool,
+    /// Convergence in ms after the last join, the last accepted track and the first join
+    /// (`None` unless every view became complete).
+    after_last_join: Option<f64>,
+    after_last_track: Option<f64>,
+    since_first: Option<f64>,
+    /// The information baseline, and the bytes sent until convergence per byte of it.
+    info: u64,
+    ratio: Option<f64>,
+}
+
+/// The figures of a storm of `n` members whose first join was due at `first_us`.
+fn figures(n: usize, first_us: u64, t: &Tally) -> Figures {
+    let all = t.converged == n;
     let ms = |a: u64, b: u64| (a as f64 - b as f64) / 1000.0;
-    let after_last_join = all.then(|| ms(last_full, last_join));
-    let after_last_track = all.then(|| ms(last_full, last_track));
-    let since_first = all.then(|| ms(last_full, first_us));
     let info = information_bytes(n);
-    let sent_until_full = progress.bytes_until_full.load(Ordering::Relaxed);
-    let sent_total = progress.bytes_total.load(Ordering::Relaxed);
-    let ratio = (all && info > 0).then(|| sent_until_full as f64 / info as f64);
-    let lat = join_latency
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .summary();
+    Figures {
+        all,
+        after_last_join: all.then(|| ms(t.last_full_us, t.last_join_us)),
+        after_last_track: all.then(|| ms(t.last_full_us, t.last_track_us)),
+        since_first: all.then(|| ms(t.last_full_us, first_us)),
+        info,
+        ratio: (all && info > 0).then(|| t.bytes_until_full as f64 / info as f64),
+    }
+}
 
+/// The one-line summary.
+fn headline(plan: Plan, timeout_secs: f64, t: &Tally, f: &Figures) -> String {
+    let Plan { n, rate } = plan;
+    match f.after_last_join {
+        Some(c) => format!(
+            "{n} members at {}/s converged {c:.0} ms after the last join; {} bytes per information byte",
+            si(rate),
+            opt(f.ratio, 2)
+        ),
+        None => format!(
+            "{} of {n} views complete after {timeout_secs:.0} s (not converged)",
+            t.converged
+        ),
+    }
+}
+
+/// The summary table.
+fn table(plan: Plan, t: &Tally, f: &Figures, lat: &LatencySummary, cpu: &CpuUse) -> Table {
+    let Plan { n, rate } = plan;
     let mut table = Table::new(&["figure", "value"]);
     table.row(vec!["members".into(), format!("{n} at {}/s", si(rate))]);
     table.row(vec![
         "joined / failed".into(),
-        format!("{joined} / {failed}"),
+        format!("{} / {}", t.joined, t.failed),
     ]);
-    table.row(vec!["views complete".into(), format!("{converged} / {n}")]);
+    table.row(vec![
+        "views complete".into(),
+        format!("{} / {n}", t.converged),
+    ]);
     table.row(vec![
         "converged after last join".into(),
-        format!("{} ms", opt(after_last_join, 1)),
+        format!("{} ms", opt(f.after_last_join, 1)),
     ]);
     table.row(vec![
         "converged after last track ok".into(),
-        format!("{} ms", opt(after_last_track, 1)),
+        format!("{} ms", opt(f.after_last_track, 1)),
     ]);
     table.row(vec![
         "first join to convergence".into(),
-        format!("{} ms", opt(since_first, 1)),
+        format!("{} ms", opt(f.since_first, 1)),
     ]);
     table.row(vec![
         "join+track latency p50 / p99".into(),
@@ -177,78 +277,88 @@ pub async fn run<P: Protocol>(
     ]);
     table.row(vec![
         "server CPU to convergence".into(),
-        format!("{} s", opt(converged_cpu.server_cpu_secs, 2)),
+        format!("{} s", opt(cpu.server_cpu_secs, 2)),
     ]);
     table.row(vec![
         "generator CPU to convergence".into(),
-        format!("{:.2} s", converged_cpu.generator_cpu_secs),
+        format!("{:.2} s", cpu.generator_cpu_secs),
     ]);
     table.row(vec![
         "bytes sent until convergence".into(),
-        bytes(sent_until_full as f64),
+        bytes(t.bytes_until_full as f64),
     ]);
-    table.row(vec!["information (baseline)".into(), bytes(info as f64)]);
-    table.row(vec!["bytes / information".into(), opt(ratio, 2)]);
+    table.row(vec!["information (baseline)".into(), bytes(f.info as f64)]);
+    table.row(vec!["bytes / information".into(), opt(f.ratio, 2)]);
+    table
+}
 
-    let headline = match after_last_join {
-        Some(c) => format!(
-            "{n} members at {}/s converged {c:.0} ms after the last join; {} bytes per information byte",
-            si(rate),
-            opt(ratio, 2)
-        ),
-        None => format!(
-            "{converged} of {n} views complete after {:.0} s (not converged)",
-            args.timeout_secs
-        ),
-    };
-    Ok(Outcome {
+/// The outcome: the headline, the table, the parameters and the figures.
+fn report(args: &BenchArgs, plan: Plan, storm: &Storm, cpu: CpuUse, ctx: &Ctx) -> Outcome {
+    let t = Tally::read(&storm.progress);
+    let f = figures(plan.n, storm.first_us, &t);
+    let lat = storm
+        .progress
+        .join_latency
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .summary();
+    Outcome {
         params: json!({
-            "members": n,
-            "join_rate_per_sec": rate,
+            "members": plan.n,
+            "join_rate_per_sec": plan.rate,
             "timeout_secs": args.timeout_secs,
         }),
         result: json!({
-            "joined": joined,
-            "failed": failed,
-            "views_complete": converged,
-            "converged": all,
-            "convergence_after_last_join_ms": after_last_join,
-            "convergence_after_last_track_ms": after_last_track,
-            "first_join_to_convergence_ms": since_first,
+            "joined": t.joined,
+            "failed": t.failed,
+            "views_complete": t.converged,
+            "converged": f.all,
+            "convergence_after_last_join_ms": f.after_last_join,
+            "convergence_after_last_track_ms": f.after_last_track,
+            "first_join_to_convergence_ms": f.since_first,
             "join_latency": lat,
-            "cpu_to_convergence": converged_cpu,
-            "server_cpu_secs": converged_cpu.server_cpu_secs,
-            "bytes_sent_until_convergence": sent_until_full,
-            "bytes_sent_total": sent_total,
-            "information_bytes": info,
-            "bytes_per_information_byte": ratio,
+            "cpu_to_convergence": cpu,
+            "server_cpu_secs": cpu.server_cpu_secs,
+            "bytes_sent_until_convergence": t.bytes_until_full,
+            "bytes_sent_total": t.bytes_total,
+            "information_bytes": f.info,
+            "bytes_per_information_byte": f.ratio,
         }),
-        table,
-        headline,
-        failed: !all,
+        table: table(plan, &t, &f, &lat, &cpu),
+        headline: headline(plan, args.timeout_secs, &t, &f),
+        failed: !f.all,
         errors: ctx.errors.clone(),
-    })
+    }
+}
+
+/// What one member task needs.
+struct Task<P: Protocol> {
+    target: Arc<Target<P>>,
+    ctx: Arc<Ctx>,
+    progress: Arc<Progress>,
+    pb: ProgressBar,
+    stop: watch::Receiver<bool>,
+    /// Members in the storm: a view is complete when it holds them all.
+    n: usize,
 }
 
 /// One member of the storm: joins and tracks, watches its view until it holds all `n`, and
 /// stays until `stop`.
-#[allow(clippy::too_many_arguments)]
-async fn one_member<P: Protocol>(
-    target: &Target<P>,
-    member: Member,
-    n: usize,
-    mut stop: watch::Receiver<bool>,
-    ctx: &Ctx,
-    progress: &Progress,
-    join_latency: &Mutex<Latency>,
-    pb: &ProgressBar,
-) {
+async fn one_member<P: Protocol>(member: Member, task: Task<P>) {
+    let Task {
+        target,
+        ctx,
+        progress,
+        pb,
+        mut stop,
+        n,
+    } = task;
     let sent = ctx.now_us();
     progress.last_join_us.fetch_max(sent, Ordering::Relaxed);
     let mut view = View::new(n, ctx.buffers_diffs);
     let r = within(
         30.0,
-        Client::establish(target, &member, &mut |e| apply(&mut view, e)),
+        Client::establish(&target, &member, &mut |e| apply(&mut view, e)),
     )
     .await;
     let mut client = match r {
@@ -263,7 +373,8 @@ async fn one_member<P: Protocol>(
     let tracked = ctx.now_us();
     progress.joined.fetch_add(1, Ordering::Relaxed);
     progress.last_track_us.fetch_max(tracked, Ordering::Relaxed);
-    join_latency
+    progress
+        .join_latency
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .record(tracked - sent);
@@ -312,5 +423,50 @@ mod tests {
         assert_eq!(information_bytes(1), 0);
         // Members 10.. have a key one byte longer.
         assert_eq!(information_bytes(11), 10 * (11 * e + 1));
+    }
+
+    fn tally(converged: usize) -> Tally {
+        Tally {
+            joined: 3,
+            converged,
+            last_join_us: 1_000_000,
+            last_track_us: 1_050_000,
+            last_full_us: 1_250_000,
+            bytes_until_full: 3 * information_bytes(3),
+            ..Tally::default()
+        }
+    }
+
+    #[test]
+    fn convergence_is_timed_from_the_last_join_the_last_track_and_the_first_join() {
+        let f = figures(3, 200_000, &tally(3));
+        assert!(f.all);
+        assert_eq!(f.after_last_join, Some(250.0));
+        assert_eq!(f.after_last_track, Some(200.0));
+        assert_eq!(f.since_first, Some(1050.0));
+        assert_eq!(f.info, information_bytes(3));
+        assert_eq!(f.ratio, Some(3.0));
+    }
+
+    #[test]
+    fn a_storm_that_did_not_converge_has_no_convergence_figures() {
+        let f = figures(3, 200_000, &tally(2));
+        assert!(!f.all);
+        assert_eq!(
+            (
+                f.after_last_join,
+                f.after_last_track,
+                f.since_first,
+                f.ratio
+            ),
+            (None, None, None, None)
+        );
+        let plan = Plan { n: 3, rate: 200.0 };
+        assert_eq!(
+            headline(plan, 15.0, &tally(2), &f),
+            "2 of 3 views complete after 15 s (not converged)"
+        );
+        // One member has nothing to learn: no ratio, though it converged.
+        assert_eq!(figures(1, 0, &tally(1)).ratio, None);
     }
 }

@@ -145,7 +145,15 @@ pub async fn run<P: Protocol>(
     let (stop_tx, stop_rx) = watch::channel(false);
     let (phase_tx, phase_rx) = watch::channel(Phase::Idle);
     let mut setup = connect(&target, args, &plan, &ctx, &counters, &stop_rx, &phase_rx).await;
-    let ramp = ramp(args, &plan, &ctx, &counters, &phase_tx, setup.failed).await;
+    let load = Load {
+        args,
+        plan: &plan,
+        ctx: &ctx,
+        counters: &counters,
+        phase_tx: &phase_tx,
+        setup_failed: setup.failed,
+    };
+    let ramp = ramp(&load).await;
     let _ = stop_tx.send(true);
     finish(std::mem::take(&mut setup.tasks)).await;
     Ok(report(args, &plan, &setup, ramp, &counters, &ctx))
@@ -306,15 +314,21 @@ struct Measured {
     cpu: CpuUse,
 }
 
-/// Runs the steps of the ramp, each retried once when it fails.
-async fn ramp(
-    args: &BenchArgs,
-    plan: &Plan,
-    ctx: &Ctx,
-    counters: &Counters,
-    phase_tx: &watch::Sender<Phase>,
+/// What the steps of the ramp drive and read: the publishers through `phase_tx`, the
+/// deliveries through `counters`.
+struct Load<'a> {
+    args: &'a BenchArgs,
+    plan: &'a Plan,
+    ctx: &'a Ctx,
+    counters: &'a Counters,
+    phase_tx: &'a watch::Sender<Phase>,
+    /// Connections that failed to set up: their publishers never finish a step.
     setup_failed: usize,
-) -> Ramp {
+}
+
+/// Runs the steps of the ramp, each retried once when it fails.
+async fn ramp(load: &Load<'_>) -> Ramp {
+    let (args, plan, setup_failed) = (load.args, load.plan, load.setup_failed);
     let mut headers = vec![
         "step",
         "target/s",
@@ -346,7 +360,7 @@ async fn ramp(
         let (k, rate) = (attempt, rates[i]);
         attempt += 1;
         pb.set_message(format!("{}/s", si(rate)));
-        let m = step(args, plan, ctx, counters, phase_tx, setup_failed, k, rate).await;
+        let m = step(load, k, rate).await;
         let secs = args.step_secs;
         let delivered_rate = (m.delivered - m.duplicates.min(m.delivered)) as f64 / secs;
         let reason = step_verdict(&m, plan.bound, plan.clustered);
@@ -403,17 +417,15 @@ async fn ramp(
 }
 
 /// Attempt `k` at `rate` deliveries per second: the load, then the drain, then the count.
-#[allow(clippy::too_many_arguments)]
-async fn step(
-    args: &BenchArgs,
-    plan: &Plan,
-    ctx: &Ctx,
-    counters: &Counters,
-    phase_tx: &watch::Sender<Phase>,
-    setup_failed: usize,
-    k: usize,
-    rate: f64,
-) -> Measured {
+async fn step(load: &Load<'_>, k: usize, rate: f64) -> Measured {
+    let Load {
+        args,
+        plan,
+        ctx,
+        counters,
+        phase_tx,
+        setup_failed,
+    } = *load;
     let per_publisher = rate / plan.per_channel as f64 / plan.publishers as f64;
     let cpu = CpuMeter::start(ctx);
     let start = tokio::time::Instant::now() + Duration::from_millis(20);

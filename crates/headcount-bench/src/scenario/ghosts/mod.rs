@@ -278,18 +278,12 @@ pub async fn run<P: Protocol>(
     let settled = settle(args, n, &ctx, &shared, &pb, setup_started).await;
 
     let (go_tx, go_rx) = watch::channel(None::<tokio::time::Instant>);
+    let signals = Signals {
+        go: go_rx,
+        stop: pub_stop_rx,
+    };
     let publishers_up = if settled.converged {
-        load(
-            &target,
-            args,
-            &plan,
-            &ctx,
-            &shared,
-            &mut tasks,
-            &go_rx,
-            &pub_stop_rx,
-        )
-        .await
+        load(&target, args, &plan, &ctx, &shared, &mut tasks, &signals).await
     } else {
         0
     };
@@ -359,9 +353,14 @@ async fn settle(
     }
 }
 
+/// When the background publishers start (`None` until then) and stop.
+struct Signals {
+    go: watch::Receiver<Option<tokio::time::Instant>>,
+    stop: watch::Receiver<bool>,
+}
+
 /// The background load: connects the publishers on the surviving nodes; returns how many
 /// are up.
-#[allow(clippy::too_many_arguments)]
 async fn load<P: Protocol>(
     target: &Arc<Target<P>>,
     args: &BenchArgs,
@@ -369,8 +368,7 @@ async fn load<P: Protocol>(
     ctx: &Arc<Ctx>,
     shared: &Arc<Shared>,
     tasks: &mut Vec<tokio::task::JoinHandle<()>>,
-    go_rx: &watch::Receiver<Option<tokio::time::Instant>>,
-    pub_stop_rx: &watch::Receiver<bool>,
+    signals: &Signals,
 ) -> usize {
     let (n, channels, publishers) = (plan.place.n, plan.place.channels, plan.publishers);
     let publishers_ready = Arc::new(AtomicUsize::new(0));
@@ -394,7 +392,7 @@ async fn load<P: Protocol>(
             publishers_ready.clone(),
             gate.clone(),
         );
-        let (mut stop, go) = (pub_stop_rx.clone(), go_rx.clone());
+        let (mut stop, go) = (signals.stop.clone(), signals.go.clone());
         let payload = args.payload_bytes;
         tasks.push(tokio::spawn(async move {
             let permit = gate.acquire_owned().await;
@@ -412,18 +410,12 @@ async fn load<P: Protocol>(
                 }
             };
             ready.fetch_add(1, Ordering::Relaxed);
-            let publisher = j as u32;
-            let r = background(
-                &mut client,
-                publisher,
-                per_publisher,
+            let share = Share {
+                publisher: j as u32,
+                rate: per_publisher,
                 payload,
-                go,
-                &mut stop,
-                &ctx,
-                &shared,
-            )
-            .await;
+            };
+            let r = background(&mut client, share, go, &mut stop, &ctx, &shared).await;
             match r {
                 Ok(()) => client.close().await,
                 Err(e) => ctx.errors.add("dropped", || format!("publisher {j}: {e}")),
@@ -485,20 +477,32 @@ async fn kill(
     Ok((fault, kill_at))
 }
 
-/// A background publisher: waits for the start, then publishes at `rate` messages per second
-/// until the stop, each stamped with the phase (0 before the kill, 1 after) and the time it
-/// was due.
-#[allow(clippy::too_many_arguments)]
+/// One background publisher's part of the load.
+#[derive(Clone, Copy, Debug)]
+struct Share {
+    publisher: u32,
+    /// Messages per second.
+    rate: f64,
+    /// Bytes per message.
+    payload: usize,
+}
+
+/// A background publisher: waits for the start, then publishes at its share's rate until the
+/// stop, each message stamped with the phase (0 before the kill, 1 after) and the time it was
+/// due.
 async fn background<S: Session>(
     client: &mut Client<S>,
-    publisher: u32,
-    rate: f64,
-    payload: usize,
+    share: Share,
     mut go: watch::Receiver<Option<tokio::time::Instant>>,
     stop: &mut watch::Receiver<bool>,
     ctx: &Ctx,
     shared: &Shared,
 ) -> Result<(), ClientError> {
+    let Share {
+        publisher,
+        rate,
+        payload,
+    } = share;
     let mut keepalive = keepalive_timer(ctx.keepalive, u64::from(publisher));
     let start = loop {
         if let Some(t) = *go.borrow_and_update() {

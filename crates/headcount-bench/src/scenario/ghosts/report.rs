@@ -7,7 +7,7 @@ use serde_json::json;
 use super::verdict::{self, Measured};
 use super::{CpuUse, Fault, Place, Plan, Settled, Shared};
 use crate::BenchArgs;
-use crate::cluster::{Clearance, clearance, quantile};
+use crate::cluster::{clearance, quantile};
 use crate::report::{Table, si};
 use crate::scenario::{Ctx, Outcome, opt};
 
@@ -87,12 +87,10 @@ pub(super) fn outcome(
         args,
         plan,
         shared,
-        &verdict,
+        &measured,
         [&before, &after],
-        kill_error.as_deref(),
         cpu_after.as_ref(),
         &first,
-        dropped,
     );
 
     let headline = verdict::headline(&measured, &judged);
@@ -158,19 +156,19 @@ pub(super) fn outcome(
     }
 }
 
-/// The table of figures a ghosts run prints.
-#[allow(clippy::too_many_arguments)]
+/// The table of figures a ghosts run prints; the clear times, the kill's error and the
+/// dropped clients are the ones the verdict judged.
 fn figures(
     args: &BenchArgs,
     plan: &Plan,
     shared: &Shared,
-    verdict: &Clearance,
+    measured: &Measured<'_>,
     [before, after]: [&serde_json::Value; 2],
-    kill_error: Option<&str>,
     cpu_after: Option<&CpuUse>,
     first: &[f64],
-    dropped: usize,
 ) -> Table {
+    let (verdict, kill_error, dropped) =
+        (measured.clearance, measured.kill_error, measured.dropped);
     let Place {
         n,
         channels,
