@@ -26,6 +26,7 @@ use tracing::info;
 use crate::api::{json_response, message, request_claims};
 use crate::conn::Conn;
 use crate::hub::{ChannelKey, Hub};
+use crate::reasons::Close;
 use crate::ws::close_code;
 
 /// The page, self-contained (inline CSS and JavaScript).
@@ -33,9 +34,6 @@ const PAGE: &str = include_str!("admin.html");
 
 /// The role a token needs for the admin API.
 pub const ADMIN_ROLE: &str = "service_role";
-
-/// The reason sockets closed from the admin API are given (with code 1008).
-pub const DISCONNECT_REASON: &str = "disconnected by an administrator";
 
 /// How many channels or connections a listing returns unless `?limit=` says otherwise.
 const DEFAULT_LIMIT: usize = 1000;
@@ -327,7 +325,7 @@ fn target(body: &[u8]) -> Option<Target> {
 }
 
 /// `POST /admin/api/disconnect` with `{"conn": ID}` or `{"sub": "user-id"}`: closes those
-/// sockets with 1008 and [`DISCONNECT_REASON`]; answers `{"disconnected": N}`, the sockets this
+/// sockets with 1008 and [`Close::Disconnected`]; answers `{"disconnected": N}`, the sockets this
 /// call closed (one already closing is not counted again). A user's sockets are those whose
 /// apikey, or any token presented in a join or a refresh, carries that `sub`. Clients reconnect
 /// by themselves, so this is a nudge (a stale client, a token to re-check); keeping a user out
@@ -351,12 +349,12 @@ async fn disconnect(
         Target::Conn(id) => hub.disconnect(
             |c| c.id == *id,
             close_code::POLICY_VIOLATION,
-            DISCONNECT_REASON,
+            Close::Disconnected.as_str(),
         ),
         Target::Sub(sub) => hub.disconnect(
             |c| belongs_to(c, sub),
             close_code::POLICY_VIOLATION,
-            DISCONNECT_REASON,
+            Close::Disconnected.as_str(),
         ),
     };
     match &target {

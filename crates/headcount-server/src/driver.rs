@@ -17,6 +17,7 @@ use crate::clock::Now;
 use crate::conn::{Batch, Conn, signal};
 use crate::hub::Hub;
 use crate::metrics::{Limit, Metrics};
+use crate::reasons::Close;
 use crate::session::{Flow, Node, Session};
 
 /// What a socket's messages go to: the Phoenix [`Session`] in the server, or something
@@ -169,7 +170,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     let idle = now.saturating_sub(conn.last_seen_ms.load(Ordering::Relaxed));
                     if idle >= hub.config.idle_timeout.as_millis() as u64 {
                         debug!(conn = conn.id, "closing an idle socket");
-                        conn.close(close_code::NORMAL, "idle timeout");
+                        conn.close(close_code::NORMAL, Close::Idle.as_str());
                         return;
                     }
                 }
@@ -178,7 +179,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     let limit = hub.config.incomplete_message_timeout.as_millis() as u64;
                     if since != 0 && now.saturating_sub(since) >= limit {
                         debug!(conn = conn.id, "closing a socket whose message never completed");
-                        conn.close(close_code::POLICY_VIOLATION, INCOMPLETE_REASON);
+                        conn.close(close_code::POLICY_VIOLATION, Close::Incomplete.as_str());
                         return;
                     }
                 }
@@ -186,7 +187,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     let since = conn.unjoined_since_ms.load(Ordering::Relaxed);
                     if since != 0 && now.saturating_sub(since) >= hub.config.unjoined_timeout.as_millis() as u64 {
                         debug!(conn = conn.id, "closing a socket without channels");
-                        conn.close(close_code::NORMAL, "no channel joined");
+                        conn.close(close_code::NORMAL, Close::Unjoined.as_str());
                         return;
                     }
                 }
@@ -205,10 +206,6 @@ async fn read_loop<R: AsyncRead + Unpin>(
         }
     }
 }
-
-/// The close reason when a client message stays incomplete past
-/// [`crate::Config::incomplete_message_timeout`].
-pub const INCOMPLETE_REASON: &str = "message incomplete for too long";
 
 /// Waits for `at` (the caller only polls this when there is one).
 async fn sleep_until(at: Option<tokio::time::Instant>) {

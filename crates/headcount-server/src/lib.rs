@@ -46,6 +46,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod policy;
+pub mod reasons;
 pub mod session;
 pub mod ws;
 
@@ -106,7 +107,10 @@ pub async fn serve(
     let conns = hub.conns();
     info!(connections = conns.len(), "shutting down");
     for conn in conns {
-        conn.close(ws::close_code::GOING_AWAY, "server shutting down");
+        conn.close(
+            ws::close_code::GOING_AWAY,
+            reasons::Close::ShuttingDown.as_str(),
+        );
     }
     let deadline = tokio::time::Instant::now() + hub.config.shutdown_grace;
     while hub.conn_count() > 0 && tokio::time::Instant::now() < deadline {

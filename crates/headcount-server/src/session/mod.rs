@@ -21,6 +21,7 @@ use crate::frames;
 use crate::hub::{Broadcast, ChannelKey, Hub, Member, MemberId};
 use crate::metrics::{Limit, Metrics};
 use crate::policy::Grants;
+use crate::reasons::{Close, JoinRefusal, Refused, Shutdown};
 use crate::ws::close_code;
 
 mod node;
@@ -30,8 +31,8 @@ mod rates;
 #[cfg(test)]
 mod tests;
 pub use node::{Node, NodeRates, Track};
-pub use options::{JoinOptions, KEY_TOO_LONG, PRESENCE_BYTES_EXCEEDED};
-use rates::{RATE_EVENTS, RATE_JOINS, RATE_PRESENCE, SocketRates, Verdict};
+pub use options::JoinOptions;
+use rates::{SocketRates, Verdict};
 
 /// What the driver must do after a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,10 +93,6 @@ fn expiry_ms(claims: &Claims, now: Now) -> u64 {
 }
 
 const JOIN_OK: &str = r#"{"postgres_changes":[]}"#;
-
-/// The join reason for a channel name over `max_topic_bytes` (Supabase has no such limit, so
-/// the code and message follow its `TopicNameRequired` style).
-pub const TOPIC_TOO_LONG: &str = "TopicNameTooLong: The topic name is too long";
 
 impl<N: Node> Session<N> {
     /// A session for a socket that connected with `connect_token`.
@@ -162,8 +159,14 @@ impl<N: Node> Session<N> {
         self.push(self.reply_frame(join_ref, msg_ref, topic, status, response));
     }
 
-    fn reply_reason(&self, join_ref: &Ref, msg_ref: &Ref, topic: &str, reason: &str) {
-        let response = serde_json::json!({ "reason": reason }).to_string();
+    fn reply_reason(
+        &self,
+        join_ref: &Ref,
+        msg_ref: &Ref,
+        topic: &str,
+        reason: impl std::fmt::Display,
+    ) {
+        let response = serde_json::json!({ "reason": reason.to_string() }).to_string();
         self.reply(join_ref, msg_ref, topic, Status::Error, &response);
     }
 
@@ -179,7 +182,12 @@ impl<N: Node> Session<N> {
             if m.event == "phx_leave" {
                 self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
             } else {
-                self.reply_reason(&Ref::Null, &m.msg_ref, &m.topic, "unmatched topic");
+                self.reply_reason(
+                    &Ref::Null,
+                    &m.msg_ref,
+                    &m.topic,
+                    JoinRefusal::UnmatchedTopic,
+                );
             }
             return Flow::Continue;
         };
@@ -206,7 +214,7 @@ impl<N: Node> Session<N> {
     fn join(&mut self, m: &ClientMessage<'_>, now: Now) -> Flow {
         let topic: &str = &m.topic;
         if !topic.starts_with("realtime:") {
-            self.reply_reason(&Ref::Null, &m.msg_ref, topic, "unmatched topic");
+            self.reply_reason(&Ref::Null, &m.msg_ref, topic, JoinRefusal::UnmatchedTopic);
             return Flow::Continue;
         }
         let join_ref = if m.join_ref.is_null() {
@@ -220,17 +228,17 @@ impl<N: Node> Session<N> {
             self.push_close(&old.join_ref, topic);
             self.channels_changed(now);
         }
-        let refuse = |session: &Session<N>, reason: &str| {
+        let refuse = |session: &Session<N>, reason: JoinRefusal| {
             Metrics::inc(&session.hub.metrics().join_errors_total);
-            debug!(conn = session.conn.id, topic, reason, "refused a join");
+            debug!(conn = session.conn.id, topic, %reason, "refused a join");
             session.reply_reason(&join_ref, &m.msg_ref, topic, reason);
         };
         if topic == "realtime:" {
-            refuse(self, "TopicNameRequired: You must provide a topic name");
+            refuse(self, JoinRefusal::TopicNameRequired);
             return Flow::Continue;
         }
         if topic.len() - "realtime:".len() > self.hub.config().limits.max_topic_bytes {
-            refuse(self, TOPIC_TOO_LONG);
+            refuse(self, JoinRefusal::TopicNameTooLong);
             return Flow::Continue;
         }
         let limits = &self.hub.config().limits;
@@ -239,7 +247,7 @@ impl<N: Node> Session<N> {
             && self.hub.users().load(Ordering::Relaxed) >= max
         {
             self.hub.metrics().refused(Limit::Users);
-            refuse(self, "ConnectionRateLimitReached: Too many connected users");
+            refuse(self, JoinRefusal::TooManyUsers);
             return Flow::Continue;
         }
         match self.rates.join(&*self.hub, now.ms) {
@@ -248,22 +256,22 @@ impl<N: Node> Session<N> {
                 // Only this join is refused; the socket stays open, so a client joining many
                 // channels at once gets the rest in on realtime-js's rejoin (after 1 s)
                 // instead of reconnecting and rejoining everything, again and again.
-                refuse(self, RATE_JOINS);
+                refuse(self, JoinRefusal::JoinRate);
                 return Flow::Continue;
             }
             Verdict::OverNode => {
-                refuse(self, RATE_JOINS);
-                return Flow::Close(close_code::GOING_AWAY, "Too many joins per second");
+                refuse(self, JoinRefusal::JoinRate);
+                return Flow::Close(close_code::GOING_AWAY, Close::JoinRate.as_str());
             }
         }
         if self.channels.len() >= limits.max_channels_per_client {
             self.hub.metrics().refused(Limit::Channels);
-            refuse(self, "ChannelRateLimitReached: Too many channels");
+            refuse(self, JoinRefusal::TooManyChannels);
             return Flow::Continue;
         }
         let options = JoinOptions::parse(m.payload.as_json().map(|p| p.get()));
         if options.key_too_long(self.hub.config().max_presence_key_length) {
-            refuse(self, KEY_TOO_LONG);
+            refuse(self, JoinRefusal::PresenceKeyTooLong);
             return Flow::Continue;
         }
         let token = match options.access_token {
@@ -273,7 +281,7 @@ impl<N: Node> Session<N> {
         let claims = match self.hub.config().verifier.verify(&token, now.unix_s()) {
             Ok(claims) => claims,
             Err(e) => {
-                refuse(self, &e.join_reason());
+                refuse(self, JoinRefusal::Token(e));
                 return Flow::Continue;
             }
         };
@@ -284,9 +292,9 @@ impl<N: Node> Session<N> {
             if !grants.can_read() {
                 refuse(
                     self,
-                    &format!(
-                        "Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}"
-                    ),
+                    JoinRefusal::Unauthorized {
+                        topic: sub_topic.to_owned(),
+                    },
                 );
                 return Flow::Continue;
             }
@@ -365,12 +373,12 @@ impl<N: Node> Session<N> {
         match self.rates.broadcast(&*self.hub, now.ms) {
             Verdict::Allowed => {}
             // The flooder's channel closes, as at Supabase's rate limit.
-            Verdict::OverClient => return self.shut_down(&m.topic, RATE_EVENTS, now),
+            Verdict::OverClient => return self.shut_down(&m.topic, Shutdown::EventRate, now),
             Verdict::OverNode => {
                 // Others used the node's limit up: the message is dropped (an ack is told),
                 // and a flood never closes a bystander's channel.
                 if ack {
-                    self.reply_reason(&m.join_ref, &m.msg_ref, &m.topic, RATE_EVENTS);
+                    self.reply_reason(&m.join_ref, &m.msg_ref, &m.topic, Refused::EventRate);
                 }
                 return;
             }
@@ -424,7 +432,7 @@ impl<N: Node> Session<N> {
         }
         let claims = match self.hub.config().verifier.verify(token, now.unix_s()) {
             Ok(claims) => claims,
-            Err(e) => return self.shut_down(&m.topic, &e.to_string(), now),
+            Err(e) => return self.shut_down(&m.topic, Shutdown::Token(e), now),
         };
         self.conn.presented.record(claims.sub.as_deref());
         let sub_topic = m.topic.strip_prefix("realtime:").unwrap_or(&m.topic);
@@ -434,10 +442,10 @@ impl<N: Node> Session<N> {
             Grants::ALL
         };
         if joined.grants.can_read() && !grants.can_read() {
-            let message = format!(
-                "You no longer have permission to read from this Channel topic: {sub_topic}"
-            );
-            return self.shut_down(&m.topic, &message, now);
+            let message = Shutdown::ReadRevoked {
+                topic: sub_topic.to_owned(),
+            };
+            return self.shut_down(&m.topic, message, now);
         }
         let joined = self.channels.get_mut(&*m.topic).expect("checked above");
         joined.token = token.clone();
@@ -457,7 +465,8 @@ impl<N: Node> Session<N> {
 
     /// Closes a channel from the server side: a `system` error with `message`, then
     /// `phx_close`, as Supabase's `shutdown_response` does.
-    fn shut_down(&mut self, topic: &str, message: &str, now: Now) {
+    fn shut_down(&mut self, topic: &str, message: Shutdown, now: Now) {
+        let message = message.to_string();
         let Some(joined) = self.channels.remove(topic) else {
             return;
         };
@@ -488,11 +497,10 @@ impl<N: Node> Session<N> {
             .map(|(topic, j)| (topic.clone(), j.claims.exp))
             .collect();
         for (topic, exp) in expired {
-            let message = AuthError::Expired {
+            let message = Shutdown::Token(AuthError::Expired {
                 seconds_ago: now.unix_s().saturating_sub(exp),
-            }
-            .to_string();
-            self.shut_down(&topic, &message, now);
+            });
+            self.shut_down(&topic, message, now);
         }
     }
 

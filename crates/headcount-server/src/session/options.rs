@@ -2,15 +2,6 @@
 
 use serde_json::Value;
 
-/// The join reply's reason when `config.presence.key` is longer than
-/// [`crate::Config::max_presence_key_length`].
-pub const KEY_TOO_LONG: &str = "PresenceKeyTooLong: The presence key is too long";
-
-/// The track reply's reason when the socket's tracked presences (keys and payloads, across its
-/// channels) would pass [`crate::Config::max_presence_bytes_per_client`].
-pub const PRESENCE_BYTES_EXCEEDED: &str =
-    "PresenceBytesExceeded: Too much presence data tracked by this socket";
-
 /// The options of a `phx_join` payload, read leniently: Supabase logs an invalid payload and
 /// joins with the defaults.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

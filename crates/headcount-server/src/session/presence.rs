@@ -25,7 +25,7 @@ impl<N: Node> Session<N> {
             .presence_call(&self.hub.config().limits, &m.topic, now.ms)
         {
             self.hub.metrics().refused(Limit::ClientPresence);
-            self.shut_down(&m.topic, "Client presence rate limit exceeded", now);
+            self.shut_down(&m.topic, Shutdown::PresenceWindow, now);
             return;
         }
         let joined = &self.channels[&*m.topic];
@@ -43,12 +43,7 @@ impl<N: Node> Session<N> {
                 let payload = match payload {
                     Ok(payload) => payload,
                     Err(e) => {
-                        return self.reply_reason(
-                            &m.join_ref,
-                            &m.msg_ref,
-                            &m.topic,
-                            &e.to_string(),
-                        );
+                        return self.reply_reason(&m.join_ref, &m.msg_ref, &m.topic, e);
                     }
                 };
                 if self.hub.config().strict_presence
@@ -58,7 +53,7 @@ impl<N: Node> Session<N> {
                         &m.join_ref,
                         &m.msg_ref,
                         &m.topic,
-                        "StrictPresence: the presence key must equal the token's sub",
+                        Refused::StrictPresence,
                     );
                 }
                 if joined.tracked.as_ref() == Some(&payload) {
@@ -69,7 +64,7 @@ impl<N: Node> Session<N> {
                 let size = payload.as_str().len() + joined.presence_key.len();
                 if size > self.hub.config().limits.max_payload_bytes() {
                     self.hub.metrics().refused(Limit::PayloadSize);
-                    return self.shut_down(&m.topic, "Track message size exceeded", now);
+                    return self.shut_down(&m.topic, Shutdown::TrackTooBig, now);
                 }
                 if size + self.presence_bytes_elsewhere(&m.topic)
                     > self.hub.config().max_presence_bytes_per_client
@@ -79,17 +74,19 @@ impl<N: Node> Session<N> {
                         &m.join_ref,
                         &m.msg_ref,
                         &m.topic,
-                        PRESENCE_BYTES_EXCEEDED,
+                        Refused::PresenceBytes,
                     );
                 }
                 match self.rates.track(&*self.hub, now.ms) {
                     Verdict::Allowed => {}
-                    Verdict::OverClient => return self.shut_down(&m.topic, RATE_PRESENCE, now),
+                    Verdict::OverClient => {
+                        return self.shut_down(&m.topic, Shutdown::PresenceRate, now);
+                    }
                     Verdict::OverNode => {
                         // Others used the node's limit up: this track is refused; the channel
                         // and the member's current presence stay.
                         let (jr, topic) = (&m.join_ref, &m.topic);
-                        return self.reply_reason(jr, &m.msg_ref, topic, RATE_PRESENCE);
+                        return self.reply_reason(jr, &m.msg_ref, topic, Refused::PresenceRate);
                     }
                 }
                 let reply = self.reply_frame(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");

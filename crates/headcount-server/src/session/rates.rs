@@ -11,12 +11,6 @@ use crate::config::Limits;
 use crate::limits::{NodeRate, Window, Windows, per_second};
 use crate::metrics::{Limit, Metrics};
 
-/// Supabase's reasons for its join, event and presence rates (a socket over its own limit gets
-/// the same ones).
-pub(super) const RATE_JOINS: &str = "ClientJoinRateLimitReached: Too many joins per second";
-pub(super) const RATE_EVENTS: &str = "Too many messages per second";
-pub(super) const RATE_PRESENCE: &str = "Too many presence messages per second";
-
 /// Whether a call fits, and if not, whose limit it met.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Verdict {
