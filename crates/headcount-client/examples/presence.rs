@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use headcount_client::{PresenceEvent, RealtimeClient};
+use headcount_client::{PresenceEvent, RealtimeClient, RecvError};
 use serde_json::json;
 
 #[tokio::main]
@@ -44,19 +44,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 presence.update_status(json!({"status": "away"})).await?;
                 println!("you are away now");
             }
-            Some(status) = statuses.recv() => {
+            Ok(status) = statuses.recv() => {
                 println!("channel {}: {}", presence.name(), status.status);
                 if let Some(error) = presence.error() {
                     println!("  error: {error}");
                 }
             }
-            Some(event) = events.recv() => match event {
-                PresenceEvent::Join { key, new, .. } => println!("+ {key} {:?}", new[0].payload),
-                PresenceEvent::Leave { key, left, .. } => println!("- {key} {:?}", left[0].payload),
-                PresenceEvent::Sync(state) => {
+            event = events.recv() => match event {
+                Ok(PresenceEvent::Join { key, new, .. }) => println!("+ {key} {:?}", new[0].payload),
+                Ok(PresenceEvent::Leave { key, left, .. }) => println!("- {key} {:?}", left[0].payload),
+                Ok(PresenceEvent::Sync(state)) => {
                     let people: Vec<&str> = state.keys().collect();
                     println!("{} present: {}", state.count(), people.join(", "));
                 }
+                // Too slow to keep up: the next sync has the whole state again.
+                Err(RecvError::Lagged(missed)) => println!("(missed {missed} events)"),
+                Err(RecvError::Closed) => break,
             },
         }
     }

@@ -15,7 +15,9 @@ use crate::eventloop::Request;
 use crate::options::ChannelOptions;
 use crate::shared::{ChannelShared, EventStream};
 use crate::state::sync::{PresenceEvent, PresenceState};
-use crate::state::{BroadcastMessage, BroadcastPayload, ChannelState, Command, StatusEvent};
+use crate::state::{
+    BroadcastMessage, BroadcastPayload, ChannelState, Command, StatusEvent, SubscribeStatus,
+};
 
 /// The outcome of a push: a future that resolves when the server replied (or, for a
 /// broadcast without `ack`, when it was sent).
@@ -90,13 +92,13 @@ impl Future for Reply {
 /// let room = client.channel("room", ChannelOptions::default().broadcast_ack(true));
 /// let mut cursors = room.on_broadcast("cursor");
 /// let mut statuses = room.subscribe();
-/// while let Some(event) = statuses.recv().await {
+/// while let Ok(event) = statuses.recv().await {
 ///     if event.is_subscribed() {
 ///         break;
 ///     }
 /// }
 /// room.send("cursor", json!({"x": 1, "y": 2})).await?;
-/// if let Some(message) = cursors.recv().await {
+/// if let Ok(message) = cursors.recv().await {
 ///     println!("{}: {:?}", message.event, message.payload);
 /// }
 /// # Ok(()) }
@@ -147,16 +149,27 @@ impl Channel {
 
     /// Joins the channel (a no-op if it is already joining or joined) and returns a stream of
     /// its statuses from now on.
+    ///
+    /// If the client's request queue is full ([`Error::QueueFull`]), nothing is sent and the
+    /// returned stream starts with a `CHANNEL_ERROR` whose reason says so (the channel's other
+    /// streams see nothing); subscribe again later.
     pub fn subscribe(&self) -> EventStream<StatusEvent> {
-        let statuses = self.shared.statuses();
-        if self
-            .client
-            .send(Request::Subscribe(self.shared.clone()))
-            .is_err()
-        {
-            self.shared.close();
+        match self.client.send(self.subscribe_request()) {
+            Ok(()) => self.shared.statuses(),
+            Err(Error::QueueFull) => self.shared.statuses_after(StatusEvent {
+                status: SubscribeStatus::ChannelError,
+                reason: Some(Error::QueueFull.to_string()),
+            }),
+            Err(_) => {
+                let statuses = self.shared.statuses();
+                self.shared.close();
+                statuses
+            }
         }
-        statuses
+    }
+
+    pub(crate) fn subscribe_request(&self) -> Request {
+        Request::Subscribe(self.shared.clone())
     }
 
     /// A stream of this channel's statuses from now on, without subscribing.
@@ -186,17 +199,27 @@ impl Channel {
         self.shared.presence_events()
     }
 
-    pub(crate) fn push(&self, command: Command) -> Reply {
+    /// The request of a push, and where its reply will come.
+    pub(crate) fn push_request(&self, command: Command) -> (Request, Reply) {
         let (tx, rx) = oneshot::channel();
         let request = Request::Push {
             topic: self.shared.topic.clone(),
             command,
             reply: Some(tx),
         };
-        match self.client.send(request) {
-            Ok(()) => Reply::waiting(rx),
-            Err(e) => Reply::ready(Err(e)),
-        }
+        (request, Reply::waiting(rx))
+    }
+
+    /// Pushes `command`; the reply is an error at once if the request could not be queued
+    /// ([`Error::QueueFull`], [`Error::ClientClosed`]).
+    pub(crate) fn try_push(&self, command: Command) -> Result<Reply, Error> {
+        let (request, reply) = self.push_request(command);
+        self.client.send(request).map(|()| reply)
+    }
+
+    pub(crate) fn push(&self, command: Command) -> Reply {
+        self.try_push(command)
+            .unwrap_or_else(|e| Reply::ready(Err(e)))
     }
 
     /// Broadcasts `payload` under `event` to the channel's members (binary kind 3 on 2.0.0,
@@ -236,7 +259,8 @@ impl Channel {
     }
 
     /// Leaves the channel: `phx_leave`, then `CLOSED`. Resolves when the server replied (or
-    /// after the timeout). The channel can be subscribed again afterwards.
+    /// after the timeout). The channel can be subscribed again afterwards. Resolves with
+    /// [`Error::QueueFull`] at once, without leaving, if the client's request queue is full.
     pub fn leave(&self) -> Reply {
         let (tx, rx) = oneshot::channel();
         let request = Request::Leave {
@@ -245,7 +269,17 @@ impl Channel {
         };
         match self.client.send(request) {
             Ok(()) => Reply::waiting(rx),
+            Err(Error::QueueFull) => Reply::ready(Err(Error::QueueFull)),
             Err(_) => Reply::ready(Ok(())),
         }
+    }
+
+    /// Leaves the channel without a reply, even if the request queue is full for now (see
+    /// [`RealtimeClient::send_eventually`]): for a [`Presence`](crate::Presence) dropped.
+    pub(crate) fn leave_eventually(&self) {
+        self.client.send_eventually(Request::Leave {
+            topic: self.shared.topic.clone(),
+            reply: None,
+        });
     }
 }

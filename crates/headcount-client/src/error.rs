@@ -40,6 +40,12 @@ pub enum Error {
     /// More than 100 pushes waited for the channel to join; this one, the oldest, was dropped.
     #[error("too many pushes waiting for the channel to join")]
     BufferFull,
+    /// The client's request queue is full: the event loop is this far behind (a flood of
+    /// pushes, or a socket that does not drain). Nothing was sent; retry later, or await the
+    /// replies of earlier pushes before making more. Its size is
+    /// [`Capacity::requests`](crate::Capacity::requests), 1024 by default.
+    #[error("too many requests waiting for the client's event loop")]
+    QueueFull,
     /// Binary broadcast payloads exist only in serializer 2.0.0.
     #[error("binary broadcasts need serializer 2.0.0")]
     BinaryOnV1,

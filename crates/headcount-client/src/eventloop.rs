@@ -3,8 +3,9 @@
 //! It connects (and reconnects with the backoff of [`Timing::reconnect_after`]), feeds the
 //! state with frames, requests and the time, writes the frames the state wants written, and
 //! hands what the state reports to the channels' stores and streams. Handles talk to it through
-//! an unbounded queue of [`Request`]s; when every handle is gone, it closes the socket and
-//! ends.
+//! a bounded queue of [`Request`]s (a handle finding it full fails at once with
+//! [`Error::QueueFull`], so neither side ever waits for the other) and a store of the token;
+//! when every handle is gone, it closes the socket and ends.
 //!
 //! [`Timing::reconnect_after`]: crate::Timing::reconnect_after
 
@@ -51,7 +52,6 @@ pub(crate) enum Request {
         command: Command,
         reply: Option<Responder>,
     },
-    SetAuth(String),
     Disconnect,
 }
 
@@ -93,7 +93,10 @@ pub(crate) struct EventLoop {
     pub(crate) state: ClientState,
     /// The endpoint with its query (holds the apikey: never logged).
     pub(crate) endpoint: String,
-    pub(crate) requests: mpsc::UnboundedReceiver<Request>,
+    pub(crate) requests: mpsc::Receiver<Request>,
+    /// The token of [`RealtimeClient::set_auth`](crate::RealtimeClient::set_auth); `None`
+    /// until it is first set.
+    pub(crate) auth: watch::Receiver<Option<String>>,
     pub(crate) connection: watch::Sender<ConnectionState>,
     pub(crate) registry: Registry,
     /// Subscribed channels by topic.
@@ -112,7 +115,8 @@ impl EventLoop {
     pub(crate) fn new(
         state: ClientState,
         endpoint: String,
-        requests: mpsc::UnboundedReceiver<Request>,
+        requests: mpsc::Receiver<Request>,
+        auth: watch::Receiver<Option<String>>,
         connection: watch::Sender<ConnectionState>,
         registry: Registry,
     ) -> EventLoop {
@@ -120,6 +124,7 @@ impl EventLoop {
             state,
             endpoint,
             requests,
+            auth,
             connection,
             registry,
             channels: HashMap::new(),
@@ -138,6 +143,7 @@ impl EventLoop {
         let mut connecting: Option<Connecting> = None;
         let mut attempt: u32 = 0;
         let mut retry_at: Option<Instant> = Some(Instant::now());
+        let mut auth_open = true;
         loop {
             let mut lost = self.dispatch().map(Lost::Error);
             if lost.is_none()
@@ -158,6 +164,10 @@ impl EventLoop {
                     request = self.requests.recv() => match request {
                         Some(Request::Disconnect) | None => lost = Some(Lost::Shutdown),
                         Some(request) => self.handle_request(request),
+                    },
+                    changed = self.auth.changed(), if auth_open => match changed {
+                        Ok(()) => self.apply_auth(),
+                        Err(_) => auth_open = false,
                     },
                     frame = next_frame(&mut ws), if ws.is_some() => match frame {
                         Some(Ok(Message::Text(text))) => self.state.handle_text(text.as_bytes(), Self::now()),
@@ -250,7 +260,20 @@ impl EventLoop {
         Some(id)
     }
 
+    /// Hands a new token to the state, if there is one.
+    fn apply_auth(&mut self) {
+        let token = self.auth.borrow_and_update().clone();
+        if let Some(token) = token {
+            self.state.set_auth(token);
+        }
+    }
+
     fn handle_request(&mut self, request: Request) {
+        // A token set before this request was queued applies to it (a join after
+        // `set_auth` carries the new token), whichever branch of the loop woke first.
+        if self.auth.has_changed().unwrap_or(false) {
+            self.apply_auth();
+        }
         let now = Self::now();
         match request {
             Request::Subscribe(shared) => {
@@ -271,7 +294,6 @@ impl EventLoop {
                 let id = self.register(reply);
                 self.state.push(&topic, command, id, now);
             }
-            Request::SetAuth(token) => self.state.set_auth(token),
             Request::Disconnect => unreachable!("handled by the loop"),
         }
     }

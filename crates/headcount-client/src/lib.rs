@@ -27,6 +27,19 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Memory stays bounded whatever the app does, with [`Capacity`] (set on
+//! [`ClientBuilder`]; 1024 each by default):
+//! * every [`EventStream`] holds at most [`Capacity::events`] events: a stream read too
+//!   slowly (or never) drops its **oldest** events, and its next read reports how many with
+//!   [`RecvError::Lagged`] (as tokio's `broadcast` does), then goes on with the newest ones. The
+//!   event loop never waits for a reader. The stores (`watch`) always hold the latest state.
+//! * the requests of the handles (subscribes, pushes, leaves) wait in a queue of
+//!   [`Capacity::requests`]; a call that finds it full fails at once with
+//!   [`Error::QueueFull`] and sends nothing, so no handle call blocks or waits for the event
+//!   loop. [`set_auth`](RealtimeClient::set_auth) is a store, never refused;
+//!   [`disconnect`](RealtimeClient::disconnect) waits for room; a dropped [`Presence`] still
+//!   leaves.
+//!
 //! Modules, in the shape of rumqttc:
 //! * [`state`]: the pure core: refs, joins, rejoins, heartbeats, pushes and presence sync
 //!   ([`state::sync`], phoenix.js `presence.js` semantics). No I/O, no clock: time is passed
@@ -51,8 +64,8 @@ pub use client::{ClientBuilder, RealtimeClient};
 pub use error::Error;
 pub use eventloop::ConnectionState;
 pub use headcount_protocol::Serializer;
-pub use options::{Backoff, ChannelOptions, Timing};
+pub use options::{Backoff, Capacity, ChannelOptions, Timing};
 pub use presence::{DEFAULT_CHANNEL, Presence, PresenceBuilder};
-pub use shared::{EventStream, PresenceError};
+pub use shared::{EventStream, Lagged, PresenceError, RecvError, TryRecvError};
 pub use state::sync::{PresenceEvent, PresenceMeta, PresenceState};
 pub use state::{BroadcastMessage, BroadcastPayload, ChannelState, StatusEvent, SubscribeStatus};

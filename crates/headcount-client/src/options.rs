@@ -152,3 +152,33 @@ impl Default for Timing {
         }
     }
 }
+
+/// How much the client queues before it gives up on a slow side, so that memory stays bounded
+/// whatever the app reads or sends.
+///
+/// ```
+/// use headcount_client::options::Capacity;
+///
+/// let c = Capacity::default();
+/// assert_eq!((c.requests, c.events), (1024, 1024));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capacity {
+    /// How many requests (subscribes, pushes, leaves) from the handles may wait for the event
+    /// loop; beyond it a request fails at once with [`Error::QueueFull`](crate::Error::QueueFull)
+    /// instead of waiting, so no handle call ever blocks. 1024; at least 1.
+    pub requests: usize,
+    /// How many events each [`EventStream`](crate::EventStream) holds for its reader; beyond
+    /// it the oldest are dropped and the next read reports
+    /// [`RecvError::Lagged`](crate::RecvError::Lagged). 1024; at least 1.
+    pub events: usize,
+}
+
+impl Default for Capacity {
+    fn default() -> Capacity {
+        Capacity {
+            requests: 1024,
+            events: 1024,
+        }
+    }
+}

@@ -78,7 +78,9 @@ impl PresenceBuilder {
 
     /// Subscribes to the channel and tracks the status on every `SUBSCRIBED`. Returns at once;
     /// the stores fill in as the server answers. Fails only when the status is not a JSON
-    /// object ([`Error::NotAnObject`]) or could not be serialized ([`Error::Json`]).
+    /// object ([`Error::NotAnObject`]) or could not be serialized ([`Error::Json`]), or when
+    /// the client's request queue has no room for the subscribe and the track
+    /// ([`Error::QueueFull`]: nothing was sent).
     pub fn join(self) -> Result<Presence, Error> {
         let status = match self.status? {
             Value::Object(map) => map,
@@ -101,8 +103,17 @@ impl PresenceBuilder {
             options.presence_enabled = true;
         }
         let (status_tx, _) = watch::channel(status.clone());
-        let _ = channel.subscribe();
-        drop(channel.push(Command::AutoTrack(status)));
+        // Both or neither: a subscribe without its track would join without the status.
+        let (track, reply) = channel.push_request(Command::AutoTrack(status));
+        match channel
+            .client()
+            .send_all(vec![channel.subscribe_request(), track])
+        {
+            Ok(()) => drop(reply),
+            Err(Error::QueueFull) => return Err(Error::QueueFull),
+            // As `Channel::subscribe`: the streams end, the presence stays empty.
+            Err(_) => channel.shared().close(),
+        }
         Ok(Presence {
             inner: Arc::new(PresenceInner {
                 channel,
@@ -131,7 +142,7 @@ impl PresenceBuilder {
 /// let presence = client.presence("room").key("alice").user_status(json!({"status": "online"})).join()?;
 /// let mut events = presence.events();
 /// presence.update_status(json!({"status": "away"})).await?;
-/// while let Some(event) = events.recv().await {
+/// while let Ok(event) = events.recv().await {
 ///     match event {
 ///         PresenceEvent::Join { key, new, .. } => println!("{key} joined: {new:?}"),
 ///         PresenceEvent::Leave { key, left, .. } => println!("{key} left: {left:?}"),
@@ -155,7 +166,8 @@ struct PresenceInner {
 
 impl Drop for PresenceInner {
     fn drop(&mut self) {
-        drop(self.channel.leave());
+        // Not `leave`: a full request queue must not leave the user present for good.
+        self.channel.leave_eventually();
     }
 }
 
@@ -188,7 +200,9 @@ impl Presence {
 
     /// Merges `status` (a JSON object) into the current status and tracks the result: now if
     /// the channel is joined (resolving with the server's reply), else on the next join
-    /// (resolving at once). `null` changes nothing, as in the component.
+    /// (resolving at once). `null` changes nothing, as in the component. If the client's
+    /// request queue is full, it resolves with [`Error::QueueFull`] and the status is left as
+    /// it was.
     pub fn update_status(&self, status: impl Serialize) -> Reply {
         let update = match serde_json::to_value(status) {
             Ok(Value::Null) => return Reply::ready(Ok(())),
@@ -200,9 +214,24 @@ impl Presence {
             Err(e) => return Reply::ready(Err(e)),
         };
         let mut reply = None;
-        self.inner.status.send_modify(|current| {
-            current.extend(update);
-            reply = Some(self.inner.channel.push(Command::AutoTrack(current.clone())));
+        self.inner.status.send_if_modified(|current| {
+            let mut next = current.clone();
+            next.extend(update);
+            match self
+                .inner
+                .channel
+                .try_push(Command::AutoTrack(next.clone()))
+            {
+                Err(Error::QueueFull) => {
+                    reply = Some(Reply::ready(Err(Error::QueueFull)));
+                    false
+                }
+                result => {
+                    reply = Some(result.unwrap_or_else(|e| Reply::ready(Err(e))));
+                    *current = next;
+                    true
+                }
+            }
         });
         reply.unwrap_or_else(|| Reply::ready(Err(Error::ClientClosed)))
     }

@@ -305,7 +305,7 @@ async fn broadcasts_go_out_as_kind_3_and_come_in_by_event_name() {
     let a = within("everything", all.recv()).await.unwrap();
     let b = within("everything", all.recv()).await.unwrap();
     assert_eq!((a.event.as_str(), b.event.as_str()), ("cursor", "chat"));
-    assert!(cursors.try_recv().is_none(), "chat is not a cursor");
+    assert!(cursors.try_recv().is_err(), "chat is not a cursor");
 
     let bin = channel.send_binary("raw", vec![0u8, 1, 2]);
     let Incoming::Binary(frame) = conn.recv().await else {
@@ -486,7 +486,7 @@ async fn disconnect_and_dropping_every_handle_close_the_socket() {
         next_status(&mut statuses).await.status,
         SubscribeStatus::Closed
     );
-    assert!(within("the stream to end", statuses.recv()).await.is_none());
+    assert!(within("the stream to end", statuses.recv()).await.is_err());
     assert!(matches!(conn.recv().await, Incoming::Close(_)));
     assert_eq!(channel.track(json!({})).await, Err(Error::ClientClosed));
     assert_eq!(*client.connection_state().borrow(), ConnectionState::Closed);

@@ -213,7 +213,7 @@ async fn sdk_clients_and_supabase_js_see_each_other() {
     };
     let update = within("alice's update events", WAIT, async {
         loop {
-            if let Some(PresenceEvent::Join { key, new, .. }) = alice_events.recv().await
+            if let Ok(PresenceEvent::Join { key, new, .. }) = alice_events.recv().await
                 && key == "alice"
                 && status(&new) == Some(json!("away"))
             {
@@ -223,7 +223,7 @@ async fn sdk_clients_and_supabase_js_see_each_other() {
     })
     .await;
     assert!(
-        matches!(&update, Some(PresenceEvent::Leave { key, current, left })
+        matches!(&update, Ok(PresenceEvent::Leave { key, current, left })
             if key == "alice" && status(left) == Some(json!("online")) && status(current) == Some(json!("away"))),
         "{update:?}"
     );
@@ -261,7 +261,7 @@ async fn sdk_clients_and_supabase_js_see_each_other() {
     wait_state("alice to see js leave", WAIT, &alice, |s| keys(s) == two).await;
     wait_state("bob to see js leave", WAIT, &bob, |s| keys(s) == two).await;
     let mut left = false;
-    while let Some(event) = alice_events.try_recv() {
+    while let Ok(event) = alice_events.try_recv() {
         left |= matches!(&event, PresenceEvent::Leave { key, current, left } if key == "js" && current.is_empty() && left.len() == 1);
     }
     assert!(left, "a leave event for js");
@@ -306,7 +306,7 @@ async fn an_sdk_that_vanishes_gives_the_others_a_leave() {
     wait_state("carol to leave", WAIT, &watcher, |s| !s.contains("carol")).await;
     let left = within("the leave event", WAIT, async {
         loop {
-            if let Some(PresenceEvent::Leave { key, .. }) = events.recv().await
+            if let Ok(PresenceEvent::Leave { key, .. }) = events.recv().await
                 && key == "carol"
             {
                 return key;
@@ -485,7 +485,7 @@ async fn channels_track_untrack_and_broadcast_through_the_server() {
         ("reply", BroadcastPayload::Json(json!(42)))
     );
     assert!(
-        theirs.try_recv().is_none(),
+        theirs.try_recv().is_err(),
         "no self-broadcast on the 1.0.0 side, and no bytes"
     );
 }

@@ -20,7 +20,7 @@ use anyhow::Context;
 use clap::Args;
 use headcount_client::{
     ChannelOptions, ConnectionState, PresenceEvent, PresenceMeta, PresenceState, RealtimeClient,
-    Serializer, StatusEvent,
+    RecvError, Serializer, StatusEvent,
 };
 use serde_json::{Value, json};
 
@@ -123,12 +123,15 @@ async fn watch(args: WatchArgs, serializer: Serializer, status: Value) -> anyhow
         tokio::select! {
             () = &mut stop => break,
             event = events.recv() => match event {
-                Some(event) => view.on_presence(event)?,
-                None => break,
+                Ok(event) => view.on_presence(event)?,
+                Err(RecvError::Lagged(missed)) => view.on_lagged(missed)?,
+                Err(RecvError::Closed) => break,
             },
             status = statuses.recv() => match status {
-                Some(status) => view.on_status(status)?,
-                None => break,
+                Ok(status) => view.on_status(status)?,
+                // The statuses kept end with the latest, which is all the view shows.
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => break,
             },
             changed = connection.changed() => {
                 if changed.is_err() {
@@ -231,6 +234,22 @@ impl View {
             }
             Mode::Lines => emit_text(&text),
             Mode::Screen => self.redraw(),
+        }
+    }
+
+    /// The presence stream fell behind and dropped `missed` events: the log has a gap (the
+    /// state itself comes back whole with the next sync).
+    fn on_lagged(&mut self, missed: u64) -> anyhow::Result<()> {
+        let text = format!("missed {missed} presence events");
+        match self.mode {
+            Mode::Json => {
+                eprintln!("{text}");
+                Ok(())
+            }
+            Mode::Lines | Mode::Screen => {
+                self.push_log(text);
+                Ok(())
+            }
         }
     }
 

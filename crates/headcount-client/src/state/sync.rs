@@ -180,6 +180,11 @@ pub struct PresenceMeta {
 /// A snapshot of a channel's presence: presence key → presences (one per connection that
 /// tracked itself under that key). Cheap to clone.
 ///
+/// Snapshots are copy-on-write: a snapshot shares each key's presences with the view it was
+/// taken from and with the snapshots after it, so a diff copies only the keys it touches (and
+/// the map's spine of keys and pointers), however many people are present. A snapshot never
+/// changes once taken.
+///
 /// ```
 /// use headcount_client::PresenceState;
 ///
@@ -190,13 +195,21 @@ pub struct PresenceMeta {
 /// ```
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PresenceState {
-    presences: Arc<BTreeMap<String, Vec<PresenceMeta>>>,
+    presences: Arc<View>,
     synced: bool,
 }
+
+/// The public view: each key's presences behind their own `Arc`, so that snapshots share the
+/// keys a diff did not touch.
+type View = BTreeMap<Arc<str>, Arc<[PresenceMeta]>>;
 
 impl PresenceState {
     /// A snapshot of `presences`.
     pub fn new(presences: BTreeMap<String, Vec<PresenceMeta>>, synced: bool) -> PresenceState {
+        let presences = presences
+            .into_iter()
+            .map(|(k, v)| (Arc::from(k), Arc::from(v)))
+            .collect();
         PresenceState {
             presences: Arc::new(presences),
             synced,
@@ -223,7 +236,7 @@ impl PresenceState {
 
     /// The presences of `key`.
     pub fn get(&self, key: &str) -> Option<&[PresenceMeta]> {
-        self.presences.get(key).map(Vec::as_slice)
+        self.presences.get(key).map(|m| &**m)
     }
 
     /// Whether `key` is present.
@@ -233,20 +246,18 @@ impl PresenceState {
 
     /// The keys, in order.
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.presences.keys().map(String::as_str)
+        self.presences.keys().map(|k| &**k)
     }
 
     /// Every key with its presences, in key order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[PresenceMeta])> {
-        self.presences
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
+        self.presences.iter().map(|(k, v)| (&**k, &**v))
     }
 }
 
 impl Serialize for PresenceState {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.presences.serialize(serializer)
+        serializer.collect_map(self.iter())
     }
 }
 
@@ -388,6 +399,9 @@ pub fn sync_diff(state: &mut Presences, diff: PresenceDiff, events: &mut Vec<Pre
 #[derive(Clone, Debug, Default)]
 pub struct PresenceSync {
     state: Presences,
+    /// `state` as the app sees it, kept up to date key by key: snapshots share it, and the
+    /// keys a diff did not touch are never copied again.
+    view: Arc<View>,
     /// Diffs that arrived before the `presence_state` of the current join, in order.
     pending: Vec<PresenceDiff>,
     /// The join whose `presence_state` the view reflects.
@@ -418,10 +432,12 @@ impl PresenceSync {
         events: &mut Vec<PresenceEvent>,
     ) {
         self.join_ref = Some(channel_join_ref.to_owned());
+        let first = events.len();
         sync_state(&mut self.state, new_state, events);
         for diff in std::mem::take(&mut self.pending) {
             sync_diff(&mut self.state, diff, events);
         }
+        self.refresh_view(&events[first..]);
         events.push(PresenceEvent::Sync(self.state()));
     }
 
@@ -437,7 +453,9 @@ impl PresenceSync {
             self.pending.push(diff);
             return;
         }
+        let first = events.len();
         sync_diff(&mut self.state, diff, events);
+        self.refresh_view(&events[first..]);
         events.push(PresenceEvent::Sync(self.state()));
     }
 
@@ -452,14 +470,34 @@ impl PresenceSync {
         &self.state
     }
 
-    /// A snapshot of the view, as the app sees it.
+    /// Copies into the view the keys that `events` (the joins and leaves of what was just
+    /// applied) touched: [`sync_diff`] reports every key it changes, and changes no other.
+    /// If a snapshot still holds the view, only the map's spine is copied, not the presences.
+    fn refresh_view(&mut self, events: &[PresenceEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        let view = Arc::make_mut(&mut self.view);
+        for key in events.iter().filter_map(PresenceEvent::key) {
+            match (self.state.get(key), view.get_mut(key)) {
+                (Some(metas), Some(slot)) => *slot = Arc::from(public(metas)),
+                (Some(metas), None) => {
+                    view.insert(Arc::from(key), Arc::from(public(metas)));
+                }
+                (None, _) => {
+                    view.remove(key);
+                }
+            }
+        }
+    }
+
+    /// A snapshot of the view, as the app sees it: it shares the view (no copy), and keeps
+    /// its content when later diffs are applied.
     pub fn state(&self) -> PresenceState {
-        let presences = self
-            .state
-            .iter()
-            .map(|(k, metas)| (k.clone(), public(metas)))
-            .collect();
-        PresenceState::new(presences, self.join_ref.is_some())
+        PresenceState {
+            presences: self.view.clone(),
+            synced: self.join_ref.is_some(),
+        }
     }
 
     /// The snapshot, marked synced only if the view belongs to `channel_join_ref`.

@@ -196,6 +196,50 @@ fn diffs_wait_for_the_state_of_the_current_join() {
 }
 
 #[test]
+fn a_snapshot_is_unchanged_by_later_diffs_and_shares_the_keys_they_did_not_touch() {
+    let mut sync = PresenceSync::new();
+    let mut events = Vec::new();
+    let state = presences_from_json(
+        r#"{"a":{"metas":[{"phx_ref":"a1","n":1}]},"b":{"metas":[{"phx_ref":"b1"}]}}"#,
+    )
+    .unwrap();
+    sync.handle_state("1", state, &mut events);
+    let before = sync.state();
+    let diff = PresenceDiff::from_json(
+        r#"{"joins":{"a":{"metas":[{"phx_ref":"a2","n":2}]},"c":{"metas":[{"phx_ref":"c1"}]}},
+            "leaves":{"a":{"metas":[{"phx_ref":"a1"}]}}}"#,
+    )
+    .unwrap();
+    sync.handle_diff("1", diff, &mut events);
+    let after = sync.state();
+
+    assert_eq!(before.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(before.get("a").unwrap()[0].presence_ref, "a1");
+    assert_eq!(before.get("a").unwrap()[0].payload["n"], 1);
+    assert_eq!(after.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
+    assert_eq!(after.get("a").unwrap().len(), 1);
+    assert_eq!(after.get("a").unwrap()[0].presence_ref, "a2");
+    assert_eq!(after.get("a").unwrap()[0].payload["n"], 2);
+    let PresenceEvent::Sync(reported) = events.last().unwrap() else {
+        panic!("a sync comes last")
+    };
+    assert_eq!(*reported, after);
+
+    assert!(
+        Arc::ptr_eq(&before.presences["b"], &after.presences["b"]),
+        "an untouched key is shared, not copied"
+    );
+    assert!(Arc::ptr_eq(&sync.state().presences, &after.presences));
+    let empty =
+        PresenceDiff::from_json(r#"{"leaves":{"nobody":{"metas":[{"phx_ref":"x"}]}}}"#).unwrap();
+    sync.handle_diff("1", empty, &mut events);
+    assert!(
+        Arc::ptr_eq(&sync.state().presences, &after.presences),
+        "a diff that changes nothing copies nothing"
+    );
+}
+
+#[test]
 fn a_rejoin_is_pending_again_and_keeps_the_old_view_until_its_state() {
     let mut sync = PresenceSync::new();
     let mut events = Vec::new();
@@ -392,6 +436,16 @@ fn replay(view: &mut BTreeMap<String, BTreeSet<String>>, events: &[PresenceEvent
     }
 }
 
+/// The public view rebuilt from the raw one: what the incremental view must equal.
+fn rebuilt(sync: &PresenceSync) -> PresenceState {
+    let presences = sync
+        .presences()
+        .iter()
+        .map(|(k, metas)| (k.clone(), public(metas)))
+        .collect();
+    PresenceState::new(presences, sync.state().is_synced())
+}
+
 fn ref_view(state: &Presences) -> BTreeMap<String, BTreeSet<String>> {
     state
         .iter()
@@ -417,6 +471,7 @@ proptest! {
             }
         }
         prop_assert_eq!(normal(sync.presences()), normal(&server.state()));
+        prop_assert_eq!(sync.state(), rebuilt(&sync));
         let mut view = BTreeMap::new();
         replay(&mut view, &events);
         prop_assert_eq!(view, ref_view(&server.state()));
@@ -440,6 +495,7 @@ proptest! {
         prop_assert!(events.is_empty());
         sync.handle_state("7", snapshot, &mut events);
         prop_assert_eq!(normal(sync.presences()), normal(&server.state()));
+        prop_assert_eq!(sync.state(), rebuilt(&sync));
     }
 
     /// A rejoin's state turns any old view into the new state, and the events it reports
@@ -461,8 +517,12 @@ proptest! {
         let mut events = Vec::new();
         sync.handle_state("1", old.clone(), &mut events);
         events.clear();
+        let old_snapshot = sync.state();
+        let old_rebuilt = rebuilt(&sync);
         sync.handle_state("2", server.state(), &mut events);
         prop_assert_eq!(normal(sync.presences()), normal(&server.state()));
+        prop_assert_eq!(sync.state(), rebuilt(&sync));
+        prop_assert_eq!(old_snapshot, old_rebuilt, "a snapshot keeps its content");
         let mut view = ref_view(&old);
         replay(&mut view, &events);
         prop_assert_eq!(view, ref_view(&server.state()));
