@@ -68,6 +68,7 @@ pub mod liveness;
 mod node;
 pub mod scripts;
 mod subscriber;
+mod sync;
 pub mod wire;
 mod writer;
 

@@ -20,32 +20,17 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::node::{Failure, Inner};
+use crate::sync::{ChannelSync, Delivery, Step};
 use crate::wire::{self, Message};
-
-/// Messages buffered per channel while its snapshot is pending; past that the buffer is
-/// dropped (a later gap brings a fresh snapshot).
-const BUFFER_BOUND: usize = 10_000;
 /// Snapshots read in one pipeline.
 const SNAPSHOT_BATCH: usize = 64;
 /// The pause before a failed snapshot is tried again.
 const RETRY: Duration = Duration::from_millis(200);
 
-enum Phase {
-    /// A snapshot must be read (once subscribed, and not before `retry_at`).
-    Stale {
-        buffer: Vec<Message>,
-        retry_at: Option<Instant>,
-    },
-    /// A snapshot is being read.
-    Fetching { ticket: u64, buffer: Vec<Message> },
-    /// In step: `last` is the sequence number of the last change applied.
-    Live { last: u64 },
-}
-
 struct Chan {
     generation: u64,
     subscribed: bool,
-    phase: Phase,
+    sync: ChannelSync,
 }
 
 type Snapshot = Result<(u64, Vec<(String, PresenceEntry)>), Failure>;
@@ -112,10 +97,7 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         inner.state().live.clear();
         for chan in sub.chans.values_mut() {
             chan.subscribed = false;
-            chan.phase = Phase::Stale {
-                buffer: Vec::new(),
-                retry_at: None,
-            };
+            chan.sync.reset();
         }
         sub.dirty = true;
         sub.todo = true;
@@ -207,19 +189,16 @@ impl Subscriber {
                 }
             }
             for (key, generation) in served {
-                let chan = self.chans.entry(key.clone()).or_insert(Chan {
+                let chan = self.chans.entry(key.clone()).or_insert_with(|| Chan {
                     generation: 0,
                     subscribed: false,
-                    phase: Phase::Live { last: 0 },
+                    sync: ChannelSync::stale(),
                 });
                 if chan.generation != generation {
                     // A new serve: the hub's channel starts empty and needs a reset.
                     self.inner.state().live.remove(&key);
                     chan.generation = generation;
-                    chan.phase = Phase::Stale {
-                        buffer: Vec::new(),
-                        retry_at: None,
-                    };
+                    chan.sync.reset();
                 }
             }
             if !unsubscribe.is_empty() {
@@ -268,20 +247,15 @@ impl Subscriber {
             if !chan.subscribed {
                 continue;
             }
-            if let Phase::Stale { buffer, retry_at } = &mut chan.phase {
-                if let Some(at) = *retry_at
-                    && at > now
-                {
-                    self.retry = Some(self.retry.map_or(at, |r| r.min(at)));
-                    continue;
+            match chan.sync.snapshot_due(now) {
+                Ok(false) => {}
+                Err(at) => self.retry = Some(self.retry.map_or(at, |r| r.min(at))),
+                Ok(true) => {
+                    let ticket = self.next_ticket;
+                    self.next_ticket += 1;
+                    chan.sync.fetching(ticket);
+                    due.push((key.clone(), ticket));
                 }
-                let ticket = self.next_ticket;
-                self.next_ticket += 1;
-                chan.phase = Phase::Fetching {
-                    ticket,
-                    buffer: std::mem::take(buffer),
-                };
-                due.push((key.clone(), ticket));
             }
         }
         for batch in due.chunks(SNAPSHOT_BATCH) {
@@ -308,122 +282,61 @@ impl Subscriber {
         let Some(chan) = self.chans.get_mut(&key) else {
             return; // no longer served
         };
-        let Some(msg) = wire::parse_message(payload) else {
-            tracing::warn!(node = %self.inner.node, channel = %events, "unreadable message ignored");
-            return;
+        let msg = match wire::parse_message(payload, &self.inner.node) {
+            Some(Message::OwnBroadcast) => return,
+            Some(msg) => msg,
+            None => {
+                tracing::warn!(node = %self.inner.node, channel = %events, "unreadable message ignored");
+                return;
+            }
         };
-        match &mut chan.phase {
-            Phase::Stale { buffer, .. } | Phase::Fetching { buffer, .. } => {
-                if buffer.len() >= BUFFER_BOUND {
-                    buffer.clear();
-                }
-                buffer.push(msg);
-            }
-            Phase::Live { last } => {
-                if let Some(buffer) = apply(&self.inner, &key, last, 0, vec![msg]) {
-                    self.inner.counters.resyncs.fetch_add(1, Ordering::Relaxed);
-                    self.inner.state().live.remove(&key);
-                    chan.phase = Phase::Stale {
-                        buffer,
-                        retry_at: None,
-                    };
-                    self.todo = true;
-                }
-            }
-        }
+        let step = chan.sync.message(msg);
+        self.perform(&key, step);
     }
 
     fn on_loaded(&mut self, loaded: Loaded) {
         let Some(chan) = self.chans.get_mut(&loaded.key) else {
             return;
         };
-        let buffer = match &mut chan.phase {
-            Phase::Fetching { ticket, buffer } if *ticket == loaded.ticket => {
-                std::mem::take(buffer)
-            }
-            _ => return, // superseded
-        };
         let (seq, entries) = match loaded.result {
             Ok(snapshot) => snapshot,
             Err(_) => {
                 let at = Instant::now() + RETRY;
-                chan.phase = Phase::Stale {
-                    buffer,
-                    retry_at: Some(at),
-                };
-                self.retry = Some(self.retry.map_or(at, |r| r.min(at)));
+                if chan.sync.failed(loaded.ticket, at) {
+                    self.retry = Some(self.retry.map_or(at, |r| r.min(at)));
+                }
                 return;
             }
+        };
+        let Some(step) = chan.sync.loaded(loaded.ticket, seq) else {
+            return; // superseded
         };
         if let Some(sink) = self.inner.sink() {
             sink.remote_reset(&loaded.key, entries);
         }
-        let mut last = seq;
-        chan.phase = match apply(&self.inner, &loaded.key, &mut last, seq, buffer) {
-            None => {
-                self.inner
-                    .state()
-                    .live
-                    .insert(loaded.key.clone(), chan.generation);
-                Phase::Live { last }
-            }
-            Some(rest) => {
-                self.inner.counters.resyncs.fetch_add(1, Ordering::Relaxed);
-                self.todo = true;
-                Phase::Stale {
-                    buffer: rest,
-                    retry_at: None,
-                }
-            }
-        };
+        let live = chan.sync.is_live().then_some(chan.generation);
+        self.perform(&loaded.key, step);
+        if let Some(generation) = live {
+            self.inner.state().live.insert(loaded.key, generation);
+        }
     }
-}
 
-/// Applies `msgs` in order after change `last`. Returns the messages from the first gap on, if
-/// there is one (the channel must then be resynchronised). Changes numbered up to `skip_upto`
-/// (those a snapshot already holds) are skipped; this node's own changes only advance `last`.
-fn apply(
-    inner: &Inner,
-    key: &ChannelKey,
-    last: &mut u64,
-    skip_upto: u64,
-    msgs: Vec<Message>,
-) -> Option<Vec<Message>> {
-    let sink = inner.sink();
-    let mut msgs = msgs.into_iter();
-    while let Some(msg) = msgs.next() {
-        match msg {
-            Message::Presence {
-                seq,
-                ref origin,
-                ref owner,
-                ref entry,
-            } => {
-                if seq <= skip_upto {
-                    continue; // already in the snapshot
-                }
-                if seq != *last + 1 {
-                    let mut rest = vec![msg];
-                    rest.extend(msgs);
-                    return Some(rest);
-                }
-                *last = seq;
-                if *origin != inner.node
-                    && let Some(sink) = &sink
-                {
-                    sink.remote_presence(key, owner, entry.clone());
-                }
-            }
-            Message::Broadcast { origin, msg } => {
-                if origin != inner.node
-                    && let Some(sink) = &sink
-                {
-                    sink.remote_broadcast(key, &msg);
+    /// Tells the hub what `step` delivers, and notes a resync.
+    fn perform(&mut self, key: &ChannelKey, step: Step) {
+        if let Some(sink) = self.inner.sink() {
+            for delivery in step.deliver {
+                match delivery {
+                    Delivery::Presence { owner, entry } => sink.remote_presence(key, &owner, entry),
+                    Delivery::Broadcast(msg) => sink.remote_broadcast(key, &msg),
                 }
             }
         }
+        if step.resync {
+            self.inner.counters.resyncs.fetch_add(1, Ordering::Relaxed);
+            self.inner.state().live.remove(key);
+            self.todo = true;
+        }
     }
-    None
 }
 
 /// Reads the snapshots of `batch` in one pipeline.

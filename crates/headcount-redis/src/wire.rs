@@ -150,39 +150,41 @@ struct Header<'a> {
     enc: Option<u8>,
 }
 
-/// A message heard on a channel's pub/sub channel.
+/// A message heard on a channel's pub/sub channel, as the node that heard it sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Message {
-    /// A presence change, numbered.
+    /// Another node's presence change, numbered.
     Presence {
         /// The channel's sequence number after the change.
         seq: u64,
-        /// The node the change is about (its owner's node).
-        origin: String,
         /// The owner id.
         owner: String,
         /// The new entry (`None`: gone).
         entry: Option<PresenceEntry>,
     },
-    /// A broadcast.
-    Broadcast {
-        /// The node that relayed it.
-        origin: String,
-        /// The broadcast.
-        msg: RelayedBroadcast,
+    /// A change about this node's own member: only its number matters.
+    OwnPresence {
+        /// The channel's sequence number after the change.
+        seq: u64,
     },
+    /// Another node's broadcast.
+    Broadcast(RelayedBroadcast),
+    /// This node's own broadcast, heard back: nothing to do.
+    OwnBroadcast,
 }
 
-/// Parses a message; `None` if it is not one of ours.
-pub(crate) fn parse_message(bytes: &[u8]) -> Option<Message> {
+/// Parses a message heard by node `own`; `None` if it is not one of ours. The origin is read
+/// from the header first: the body of the node's own messages is neither parsed nor copied.
+pub(crate) fn parse_message(bytes: &[u8], own: &str) -> Option<Message> {
     let newline = bytes.iter().position(|&b| b == b'\n')?;
     let header: Header<'_> = serde_json::from_slice(&bytes[..newline]).ok()?;
+    let mine = header.node == own;
     let body = &bytes[newline + 1..];
-    let origin = header.node.into_owned();
     match header.t {
+        "p" if mine => Some(Message::OwnPresence { seq: header.seq }),
+        "b" | "u" if mine => Some(Message::OwnBroadcast),
         "p" => Some(Message::Presence {
             seq: header.seq,
-            origin,
             owner: header.owner?.into_owned(),
             entry: if body.is_empty() {
                 None
@@ -190,22 +192,18 @@ pub(crate) fn parse_message(bytes: &[u8]) -> Option<Message> {
                 Some(parse_entry(body)?.entry)
             },
         }),
-        "b" => Some(Message::Broadcast {
-            origin,
-            msg: RelayedBroadcast::Json(Bytes::copy_from_slice(body)),
-        }),
-        "u" => Some(Message::Broadcast {
-            origin,
-            msg: RelayedBroadcast::User {
-                event: header.event?.as_ref().into(),
-                encoding: match header.enc? {
-                    0 => Encoding::Binary,
-                    1 => Encoding::Json,
-                    _ => return None,
-                },
-                body: Bytes::copy_from_slice(body),
+        "b" => Some(Message::Broadcast(RelayedBroadcast::Json(
+            Bytes::copy_from_slice(body),
+        ))),
+        "u" => Some(Message::Broadcast(RelayedBroadcast::User {
+            event: header.event?.as_ref().into(),
+            encoding: match header.enc? {
+                0 => Encoding::Binary,
+                1 => Encoding::Json,
+                _ => return None,
             },
-        }),
+            body: Bytes::copy_from_slice(body),
+        })),
         _ => None,
     }
 }
@@ -252,12 +250,12 @@ mod tests {
         let json = r#"{"type":"broadcast","event":"hi","payload":{"x":1}}"#;
         let m = broadcast_message("n1", &Broadcast::Json(json));
         assert_eq!(
-            parse_message(&m),
-            Some(Message::Broadcast {
-                origin: "n1".into(),
-                msg: RelayedBroadcast::Json(Bytes::from_static(json.as_bytes()))
-            })
+            parse_message(&m, "other"),
+            Some(Message::Broadcast(RelayedBroadcast::Json(
+                Bytes::from_static(json.as_bytes())
+            )))
         );
+        assert_eq!(parse_message(&m, "n1"), Some(Message::OwnBroadcast));
         let body = [0u8, 10, 13, 255, b'\n'];
         let m = broadcast_message(
             "n2",
@@ -268,16 +266,14 @@ mod tests {
             },
         );
         assert_eq!(
-            parse_message(&m),
-            Some(Message::Broadcast {
-                origin: "n2".into(),
-                msg: RelayedBroadcast::User {
-                    event: "ev\n\"x".into(),
-                    encoding: Encoding::Binary,
-                    body: Bytes::copy_from_slice(&body),
-                }
-            })
+            parse_message(&m, "other"),
+            Some(Message::Broadcast(RelayedBroadcast::User {
+                event: "ev\n\"x".into(),
+                encoding: Encoding::Binary,
+                body: Bytes::copy_from_slice(&body),
+            }))
         );
+        assert_eq!(parse_message(&m, "n2"), Some(Message::OwnBroadcast));
     }
 
     #[test]
@@ -287,25 +283,29 @@ mod tests {
         let msg =
             format!("{{\"t\":\"p\",\"seq\":12,\"node\":\"n1\",\"owner\":\"n1:4\"}}\n{stored}");
         assert_eq!(
-            parse_message(msg.as_bytes()),
+            parse_message(msg.as_bytes(), "other"),
             Some(Message::Presence {
                 seq: 12,
-                origin: "n1".into(),
                 owner: "n1:4".into(),
                 entry: Some(e)
             })
         );
+        // The node's own change: its number only, the body not even parsed.
+        let own = "{\"t\":\"p\",\"seq\":12,\"node\":\"n1\",\"owner\":\"n1:4\"}\nnot json";
+        assert_eq!(
+            parse_message(own.as_bytes(), "n1"),
+            Some(Message::OwnPresence { seq: 12 })
+        );
         // cjson escapes slashes; a leave has an empty body.
         let leave = "{\"t\":\"p\",\"seq\":13,\"node\":\"a\\/b\",\"owner\":\"a\\/b:4\"}\n";
         assert_eq!(
-            parse_message(leave.as_bytes()),
+            parse_message(leave.as_bytes(), "other"),
             Some(Message::Presence {
                 seq: 13,
-                origin: "a/b".into(),
                 owner: "a/b:4".into(),
                 entry: None
             })
         );
-        assert_eq!(parse_message(b"garbage"), None);
+        assert_eq!(parse_message(b"garbage", "n1"), None);
     }
 }
