@@ -96,19 +96,19 @@ pub(crate) struct Layout {
 
 impl Layout {
     /// The layout under `prefix` (which holds no brace: checked by the options).
-    pub fn new(prefix: &str) -> Layout {
+    pub(crate) fn new(prefix: &str) -> Layout {
         Layout {
             prefix: prefix.to_owned(),
         }
     }
 
     /// The keys of the channel `key`.
-    pub fn channel(&self, key: &ChannelKey) -> ChannelKeys {
+    pub(crate) fn channel(&self, key: &ChannelKey) -> ChannelKeys {
         self.channel_by_id(&channel_id(key))
     }
 
     /// The keys of the channel with id `id`.
-    pub fn channel_by_id(&self, id: &str) -> ChannelKeys {
+    pub(crate) fn channel_by_id(&self, id: &str) -> ChannelKeys {
         let p = &self.prefix;
         ChannelKeys {
             presence: format!("{p}:{{{id}}}:presence"),
@@ -118,7 +118,7 @@ impl Layout {
     }
 
     /// The channel whose pub/sub channel is `events`, if it is one of ours.
-    pub fn channel_of_events(&self, events: &str) -> Option<ChannelKey> {
+    pub(crate) fn channel_of_events(&self, events: &str) -> Option<ChannelKey> {
         let id = events
             .strip_prefix(self.prefix.as_str())?
             .strip_prefix(":{")?
@@ -127,12 +127,12 @@ impl Layout {
     }
 
     /// The set of every node that may own entries.
-    pub fn nodes(&self) -> String {
+    pub(crate) fn nodes(&self) -> String {
         format!("{}:nodes", self.prefix)
     }
 
     /// The keys of node `node`.
-    pub fn node(&self, node: &str) -> NodeKeys {
+    pub(crate) fn node(&self, node: &str) -> NodeKeys {
         let p = &self.prefix;
         NodeKeys {
             alive: format!("{p}:node:{{{node}}}:alive"),

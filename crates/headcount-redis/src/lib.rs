@@ -279,7 +279,8 @@ impl RedisCluster {
 
     /// Whether the node is in step with Redis: nothing waits to be written, and every channel it
     /// serves is subscribed and synchronised. (Messages other nodes sent a moment ago may still
-    /// be on their way.)
+    /// be on their way.) A test hook: only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn is_settled(&self) -> bool {
         let st = self.inner.state();
         st.queue.is_empty()
@@ -293,7 +294,8 @@ impl RedisCluster {
 
     /// Stops at once without a word to Redis: every task ends and every connection closes, as
     /// if the process had died. The other nodes reap this node's entries within the node
-    /// timeout. For tests of crashes.
+    /// timeout. A test hook for crashes: only with the `testing` feature.
+    #[cfg(feature = "testing")]
     pub fn crash(&self) {
         self.inner.stopped.store(true, Ordering::Release);
         self.inner.crashed.store(true, Ordering::Release);

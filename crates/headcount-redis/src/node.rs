@@ -82,7 +82,7 @@ pub(crate) struct Links {
 
 impl Links {
     /// Whether either link is failing.
-    pub fn has_failure(&self) -> bool {
+    pub(crate) fn has_failure(&self) -> bool {
         self.commands_error.is_some() || self.pubsub_error.is_some()
     }
 }
@@ -149,7 +149,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Inner {
     /// A node that has not connected yet.
-    pub fn new(
+    pub(crate) fn new(
         client: redis::Client,
         options: RedisOptions,
         heartbeat_ttl: Duration,
@@ -185,22 +185,22 @@ impl Inner {
     }
 
     /// The shared state.
-    pub fn state(&self) -> MutexGuard<'_, State> {
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.state)
     }
 
     /// The health record.
-    pub fn links(&self) -> MutexGuard<'_, Links> {
+    pub(crate) fn links(&self) -> MutexGuard<'_, Links> {
         lock(&self.links)
     }
 
     /// Whether the node has stopped.
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.stopped.load(Ordering::Acquire)
     }
 
     /// The hub, while it lives.
-    pub fn sink(&self) -> Option<Arc<dyn ClusterSink>> {
+    pub(crate) fn sink(&self) -> Option<Arc<dyn ClusterSink>> {
         self.sink.get().and_then(Weak::upgrade)
     }
 
@@ -248,7 +248,7 @@ impl Inner {
     }
 
     /// Drops the command connection without waiting (a crash: nothing more is sent).
-    pub fn drop_connection(&self) {
+    pub(crate) fn drop_connection(&self) {
         if let Ok(mut slot) = self.conn.try_lock() {
             *slot = None;
         }
@@ -258,7 +258,7 @@ impl Inner {
     /// connection and is recorded for the health report; so is a slow answer, for the reaper.
     /// Per-command errors come back as [`Value::ServerError`] when the pipeline ignores errors;
     /// a missing script among them counts as a failure (the next connection loads them again).
-    pub async fn call<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Failure> {
+    pub(crate) async fn call<T: FromRedisValue>(&self, pipe: &Pipeline) -> Result<T, Failure> {
         if self.crashed.load(Ordering::Acquire) {
             return Err(Failure("crashed".into()));
         }
@@ -306,7 +306,7 @@ impl Inner {
 
     /// Records that Redis did not answer the watchdog in time (the connection is kept: the
     /// calls in flight fail by their own timeout if Redis stays silent).
-    pub fn unanswered(&self, f: &Failure) {
+    pub(crate) fn unanswered(&self, f: &Failure) {
         self.failed(f);
     }
 
@@ -320,7 +320,7 @@ impl Inner {
     }
 
     /// Queues a write of member `member`'s entry in `key` (coalesced).
-    pub fn queue_presence(
+    pub(crate) fn queue_presence(
         &self,
         key: &ChannelKey,
         member: MemberId,
@@ -356,7 +356,7 @@ impl Inner {
     /// broadcasts, or `queue_bytes` bytes with the batch being sent. What does not fit is
     /// dropped and counted, as while Redis is unreachable: broadcasts are relayed at most once,
     /// and never late.
-    pub fn queue_publish(&self, key: &ChannelKey, message: Bytes) {
+    pub(crate) fn queue_publish(&self, key: &ChannelKey, message: Bytes) {
         if self.writer_down.load(Ordering::Acquire) {
             self.counters
                 .broadcasts_dropped
@@ -386,7 +386,7 @@ impl Inner {
     }
 
     /// Asks the writer to write every owned entry again.
-    pub fn request_reassert(&self) {
+    pub(crate) fn request_reassert(&self) {
         self.state().reassert = true;
         self.writer_wake.notify_one();
     }

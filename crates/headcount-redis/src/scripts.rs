@@ -167,7 +167,7 @@ pub(crate) struct Scripts {
 
 impl Scripts {
     /// Every script.
-    pub fn new() -> Scripts {
+    pub(crate) fn new() -> Scripts {
         Scripts {
             set: Script::new(SET),
             reap: Script::new(REAP),
@@ -179,7 +179,7 @@ impl Scripts {
     }
 
     /// The sources, to load on a new connection.
-    pub fn sources() -> [&'static str; 6] {
+    pub(crate) fn sources() -> [&'static str; 6] {
         [SET, REAP, SNAPSHOT, HEARTBEAT, TRY_REAP, FINISH_REAP]
     }
 }

@@ -375,8 +375,7 @@ async fn nbf_is_checked_on_the_upgrade_and_in_a_join() {
     let early = with_nbf(now_secs() + 60);
     let refused = WsClient::connect(&server.ws_url(Some("2.0.0"), &early))
         .await
-        .err()
-        .expect("a token with nbf in the future is refused at the upgrade");
+        .expect_err("a token with nbf in the future is refused at the upgrade");
     assert_eq!(refused.status, 401);
     let body: Value = serde_json::from_str(&refused.body).unwrap();
     assert_eq!(body["error"], "Token is not valid yet");

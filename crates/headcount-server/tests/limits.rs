@@ -63,8 +63,7 @@ async fn joins_per_second_refuse_then_close_the_socket() {
     // While the window is full, new sockets are refused at connect time.
     let refused = WsClient::connect(&server.ws_url(Some("2.0.0"), &anon()))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(
         (refused.status, refused.body.as_str()),
         (429, r#"{"error":"Too many joins per second"}"#)
@@ -90,8 +89,7 @@ async fn concurrent_users() {
     );
     let refused = WsClient::connect(&server.ws_url(Some("2.0.0"), &anon()))
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     assert_eq!(
         (refused.status, refused.body.as_str()),
         (429, r#"{"error":"Too many connected users"}"#)

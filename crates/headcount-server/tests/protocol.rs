@@ -56,8 +56,7 @@ async fn connect_errors_use_supabase_statuses_and_bodies() {
     for vsn in ["3.0.0", "2.1.0", "banana"] {
         let refused = WsClient::connect(&server.ws_url(Some(vsn), &anon()))
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(
             (refused.status, refused.body.as_str()),
             (403, ""),
@@ -91,8 +90,7 @@ async fn connect_errors_use_supabase_statuses_and_bodies() {
     for (key, error) in cases {
         let refused = WsClient::connect(&server.ws_url(Some("2.0.0"), &key))
             .await
-            .err()
-            .expect("refused");
+            .expect_err("refused");
         assert_eq!(refused.status, 401);
         let body: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
         assert_eq!(body, json!({ "error": error }));

@@ -200,12 +200,28 @@ pub enum Frame {
     Ended,
 }
 
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A raw-frame WebSocket client.
 pub struct WsClient {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// `true` for serializer 2.0.0.
     pub v2: bool,
     next_ref: u64,
+}
+
+impl std::fmt::Debug for WsClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsClient")
+            .field("v2", &self.v2)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A refused upgrade: the HTTP status and body.

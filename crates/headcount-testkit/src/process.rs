@@ -16,6 +16,7 @@ use crate::{SECRET, WAIT};
 
 /// A `headcount serve` child process listening on `127.0.0.1:port`, with [`SECRET`]. Killed
 /// when dropped.
+#[derive(Debug)]
 pub struct ServerProcess {
     child: Option<Child>,
     /// The port it listens on (kept across restarts).

@@ -16,6 +16,7 @@ use crate::WAIT;
 use crate::process::free_port;
 
 /// A `redis-server` child process. Killed (and its directory removed) when dropped.
+#[derive(Debug)]
 pub struct RedisServer {
     child: Option<Child>,
     /// The port it listens on (kept across restarts).

@@ -9,7 +9,7 @@ use crate::settings::Settings;
 
 /// Checks the secret and normalises the allowed origins, in place. Run before `--print-config`,
 /// so what it prints is what would run.
-pub fn settings(settings: &mut Settings) -> anyhow::Result<()> {
+pub(crate) fn settings(settings: &mut Settings) -> anyhow::Result<()> {
     if let Some(secret) = &settings.jwt_secret
         && let Err(e) = auth::check_secret(secret)
     {
@@ -31,7 +31,7 @@ pub fn settings(settings: &mut Settings) -> anyhow::Result<()> {
 
 /// Cluster mode needs one secret on every node: a generated one differs per node, so a token
 /// from one node would be refused by the others.
-pub fn cluster(settings: &Settings) -> anyhow::Result<()> {
+pub(crate) fn cluster(settings: &Settings) -> anyhow::Result<()> {
     if settings.redis_url.is_some() && settings.jwt_secret.is_none() {
         bail!(
             "cluster mode (--redis) needs the same JWT secret on every node: pass --jwt-secret (or HEADCOUNT_JWT_SECRET); a generated secret would differ on each node"
@@ -42,7 +42,7 @@ pub fn cluster(settings: &Settings) -> anyhow::Result<()> {
 
 /// One `--allowed-origins` entry as browsers send it in `Origin` (lower case, no trailing slash,
 /// no default port), `None` for an empty entry, or why it could never match.
-pub fn origin(entry: &str) -> Result<Option<String>, String> {
+pub(crate) fn origin(entry: &str) -> Result<Option<String>, String> {
     let entry = entry.trim();
     if entry.is_empty() {
         return Ok(None);

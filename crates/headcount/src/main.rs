@@ -178,7 +178,7 @@ mod cluster {
     use crate::settings::Settings;
 
     /// The hub for these settings.
-    pub async fn hub(settings: &Settings, config: Config) -> anyhow::Result<Arc<Hub>> {
+    pub(crate) async fn hub(settings: &Settings, config: Config) -> anyhow::Result<Arc<Hub>> {
         match &settings.redis_url {
             None => Ok(Arc::new(Hub::new(config))),
             Some(url) => {

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 /// Every setting of `headcount serve`; `None` means "not given here".
 #[derive(Args, Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The address to listen on [default: 127.0.0.1:4000].
     #[arg(long, env = "HEADCOUNT_BIND")]
     pub bind: Option<SocketAddr>,
@@ -180,7 +180,7 @@ pub struct Settings {
 /// How logs are written.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// For people.
     #[default]
     Text,
@@ -196,7 +196,7 @@ macro_rules! merge {
 
 impl Settings {
     /// Fills whatever is still unset from `lower` (a lower-precedence source).
-    pub fn or(mut self, lower: &Settings) -> Settings {
+    pub(crate) fn or(mut self, lower: &Settings) -> Settings {
         merge!(self, lower: bind, jwt_secret, jwks_file, policy_file, strict_presence, allowed_origins,
             idle_timeout, unjoined_timeout, header_read_timeout, shutdown_grace, max_frame_size,
             max_message_size, outbox_limit, outbox_hard_limit, incomplete_message_timeout,
@@ -212,14 +212,14 @@ impl Settings {
     }
 
     /// Reads a TOML settings file.
-    pub fn from_file(path: &Path) -> anyhow::Result<Settings> {
+    pub(crate) fn from_file(path: &Path) -> anyhow::Result<Settings> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid settings in {}", path.display()))
     }
 
     /// The defaults, written out.
-    pub fn defaults() -> Settings {
+    pub(crate) fn defaults() -> Settings {
         let limits = Limits::default();
         Settings {
             bind: Some("127.0.0.1:4000".parse().expect("a valid address")),
@@ -264,7 +264,7 @@ impl Settings {
     }
 
     /// The settings as TOML, secrets redacted (for `--print-config`).
-    pub fn to_redacted_toml(&self) -> String {
+    pub(crate) fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         if shown.jwt_secret.is_some() {
             shown.jwt_secret = Some(REDACTED.into());
@@ -277,7 +277,7 @@ impl Settings {
 
     /// The server configuration these (complete) settings describe. `secret` is the JWT secret
     /// to use (given or generated).
-    pub fn to_config(&self, secret: &str) -> anyhow::Result<Config> {
+    pub(crate) fn to_config(&self, secret: &str) -> anyhow::Result<Config> {
         let mut config = Config::new(secret);
         if let Some(path) = &self.jwks_file {
             let jwks = std::fs::read_to_string(path)
@@ -351,7 +351,7 @@ impl Settings {
 /// clients take it for a password) and every query parameter that can carry one
 /// (`redis+unix:///run/redis.sock?pass=pw`, `?password=`, `?token=`, ...). When in doubt it
 /// redacts more, never less: a password holding `@` or `?` unescaped stays hidden.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     const SECRET_PARAMS: [&str; 11] = [
         "pass",
         "password",

@@ -10,7 +10,7 @@ use serde_json::{Map, Value};
 
 /// Arguments of `headcount token`.
 #[derive(Args, Debug)]
-pub struct TokenArgs {
+pub(crate) struct TokenArgs {
     /// The secret to sign with (at least 32 bytes, as for `headcount serve`).
     #[arg(
         long,
@@ -44,7 +44,7 @@ pub struct TokenArgs {
 }
 
 /// Runs `headcount token`: prints the token on stdout.
-pub fn run(args: TokenArgs, now: i64) -> anyhow::Result<()> {
+pub(crate) fn run(args: TokenArgs, now: i64) -> anyhow::Result<()> {
     if let Err(e) = auth::check_secret(&args.jwt_secret) {
         bail!("{e}");
     }

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 /// Arguments of `headcount watch`.
 #[derive(Args, Debug)]
-pub struct WatchArgs {
+pub(crate) struct WatchArgs {
     /// The channel name (without the `realtime:` prefix).
     channel: String,
     /// The server: `http(s)://host[:port]` as given to supabase-js, or a `ws(s)://` endpoint.
@@ -53,7 +53,7 @@ pub struct WatchArgs {
 const LOG_LINES: usize = 12;
 
 /// Runs `headcount watch` until Ctrl-C (or SIGTERM), then leaves the channel.
-pub fn run(args: WatchArgs) -> anyhow::Result<()> {
+pub(crate) fn run(args: WatchArgs) -> anyhow::Result<()> {
     let status: Value = serde_json::from_str(&args.status).context("--status is not JSON")?;
     anyhow::ensure!(status.is_object(), "--status must be a JSON object");
     let serializer = match args.vsn.as_str() {

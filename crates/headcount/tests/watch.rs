@@ -145,7 +145,7 @@ async fn watch_json_reports_syncs_joins_and_leaves() {
     watch.child.kill().await.unwrap();
     let gone = tokio::time::timeout(WAIT, async {
         loop {
-            if let Some(PresenceEvent::Leave { key, .. }) = events.recv().await
+            if let Ok(PresenceEvent::Leave { key, .. }) = events.recv().await
                 && key == "watcher"
             {
                 return key;

@@ -13,29 +13,29 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::StatusCode;
 
 /// How long a test waits for something it expects.
-pub const WAIT: Duration = Duration::from_secs(5);
+pub(crate) const WAIT: Duration = Duration::from_secs(5);
 
 /// Waits for `fut`, failing the test after [`WAIT`].
-pub async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+pub(crate) async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
     tokio::time::timeout(WAIT, fut)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-pub struct FakeServer {
+pub(crate) struct FakeServer {
     listener: TcpListener,
 }
 
 /// A frame from the client.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Incoming {
+pub(crate) enum Incoming {
     Text(Value),
     Binary(Vec<u8>),
     Close(Option<(u16, String)>),
     Ended,
 }
 
-pub struct FakeConn {
+pub(crate) struct FakeConn {
     ws: WebSocketStream<TcpStream>,
     /// The request's path and query.
     pub uri: String,
@@ -45,18 +45,18 @@ pub struct FakeConn {
 }
 
 impl FakeServer {
-    pub async fn start() -> FakeServer {
+    pub(crate) async fn start() -> FakeServer {
         FakeServer {
             listener: TcpListener::bind("127.0.0.1:0").await.unwrap(),
         }
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.listener.local_addr().unwrap())
     }
 
     /// Accepts the next connection.
-    pub async fn accept(&self) -> FakeConn {
+    pub(crate) async fn accept(&self) -> FakeConn {
         let (stream, _) = within("a connection", self.listener.accept())
             .await
             .unwrap();
@@ -83,7 +83,7 @@ impl FakeServer {
     }
 
     /// Refuses the next upgrade with `status` and `body`.
-    pub async fn refuse(&self, status: u16, body: &str) {
+    pub(crate) async fn refuse(&self, status: u16, body: &str) {
         let (stream, _) = within("a connection", self.listener.accept())
             .await
             .unwrap();
@@ -99,7 +99,7 @@ impl FakeServer {
 }
 
 /// `[join_ref, ref, topic, event, payload]` of a frame in either serializer.
-pub fn parts(v: &Value) -> (Value, Value, String, String, Value) {
+pub(crate) fn parts(v: &Value) -> (Value, Value, String, String, Value) {
     if let Some(a) = v.as_array() {
         (
             a[0].clone(),
@@ -138,7 +138,7 @@ impl FakeConn {
 
     /// The next frame that is not a heartbeat (heartbeats are answered when
     /// `auto_heartbeat`).
-    pub async fn recv(&mut self) -> Incoming {
+    pub(crate) async fn recv(&mut self) -> Incoming {
         loop {
             let frame = within("a frame from the client", self.next_raw()).await;
             if let Incoming::Text(v) = &frame {
@@ -153,12 +153,12 @@ impl FakeConn {
     }
 
     /// The next frame, if one comes within `wait` (heartbeats included, unanswered).
-    pub async fn try_recv_raw(&mut self, wait: Duration) -> Option<Incoming> {
+    pub(crate) async fn try_recv_raw(&mut self, wait: Duration) -> Option<Incoming> {
         tokio::time::timeout(wait, self.next_raw()).await.ok()
     }
 
     /// The next text frame, which must be `event`; returns (join_ref, ref, payload).
-    pub async fn expect(&mut self, event: &str) -> (Value, Value, Value) {
+    pub(crate) async fn expect(&mut self, event: &str) -> (Value, Value, Value) {
         match self.recv().await {
             Incoming::Text(v) => {
                 let (jr, r, _, ev, payload) = parts(&v);
@@ -169,16 +169,23 @@ impl FakeConn {
         }
     }
 
-    pub async fn send_text(&mut self, text: String) {
+    pub(crate) async fn send_text(&mut self, text: String) {
         self.ws.send(Message::text(text)).await.unwrap();
     }
 
-    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+    pub(crate) async fn send_binary(&mut self, bytes: Vec<u8>) {
         self.ws.send(Message::binary(bytes)).await.unwrap();
     }
 
     /// Sends a server message in this connection's serializer.
-    pub async fn send(&mut self, jr: Value, r: Value, topic: &str, event: &str, payload: Value) {
+    pub(crate) async fn send(
+        &mut self,
+        jr: Value,
+        r: Value,
+        topic: &str,
+        event: &str,
+        payload: Value,
+    ) {
         let text = if self.v2 {
             json!([jr, r, topic, event, payload])
         } else {
@@ -187,7 +194,7 @@ impl FakeConn {
         self.send_text(text.to_string()).await;
     }
 
-    pub async fn reply(&mut self, jr: Value, r: Value, topic: &str, response: Value) {
+    pub(crate) async fn reply(&mut self, jr: Value, r: Value, topic: &str, response: Value) {
         self.send(
             jr,
             r,
@@ -198,13 +205,13 @@ impl FakeConn {
         .await;
     }
 
-    pub async fn reply_error(&mut self, jr: Value, r: Value, topic: &str, reason: &str) {
+    pub(crate) async fn reply_error(&mut self, jr: Value, r: Value, topic: &str, reason: &str) {
         let payload = json!({"status": "error", "response": {"reason": reason}});
         self.send(jr, r, topic, "phx_reply", payload).await;
     }
 
     /// Waits for a join of `topic` and accepts it; returns (join_ref, join payload).
-    pub async fn accept_join(&mut self, topic: &str) -> (Value, Value) {
+    pub(crate) async fn accept_join(&mut self, topic: &str) -> (Value, Value) {
         let (jr, r, payload) = self.expect("phx_join").await;
         assert_eq!(jr, r, "a join's ref is its join_ref");
         self.reply(jr.clone(), r, topic, json!({"postgres_changes": []}))
@@ -212,12 +219,12 @@ impl FakeConn {
         (jr, payload)
     }
 
-    pub async fn close(&mut self) {
+    pub(crate) async fn close(&mut self) {
         let _ = self.ws.close(None).await;
     }
 
     /// Drops the TCP connection without a close frame.
-    pub fn drop_abruptly(self) {
+    pub(crate) fn drop_abruptly(self) {
         drop(self);
     }
 }

@@ -17,24 +17,24 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 /// The node timeout of these tests.
-pub const NODE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const NODE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Options with a unique prefix for test `name` and the short node timeout.
-pub fn options(name: &str) -> RedisOptions {
+pub(crate) fn options(name: &str) -> RedisOptions {
     RedisOptions::default()
         .with_prefix(headcount_testkit::redis::unique_prefix(name))
         .with_node_timeout(NODE_TIMEOUT)
 }
 
 /// A node in this process, and its cluster handle.
-pub struct Node {
+pub(crate) struct Node {
     pub server: TestServer,
     pub cluster: Arc<RedisCluster>,
 }
 
 impl Node {
     /// A node connected to `url` with `options`.
-    pub async fn start(url: &str, options: &RedisOptions) -> Node {
+    pub(crate) async fn start(url: &str, options: &RedisOptions) -> Node {
         let cluster = RedisCluster::connect(url, options.clone())
             .await
             .expect("connect to redis");
@@ -47,19 +47,19 @@ impl Node {
     }
 
     /// Dies without a goodbye.
-    pub fn crash(self) {
+    pub(crate) fn crash(self) {
         self.cluster.crash();
         drop(self.server);
     }
 
     /// What this node shows for `topic`: key → the metas' payloads (without refs), sorted; an
     /// empty map when the node does not serve the channel.
-    pub fn view(&self, topic: &str) -> BTreeMap<String, Vec<Value>> {
+    pub(crate) fn view(&self, topic: &str) -> BTreeMap<String, Vec<Value>> {
         view_of(&self.server, topic)
     }
 
     /// The raw presence state this node would send for `topic` (refs included).
-    pub fn state(&self, topic: &str) -> Value {
+    pub(crate) fn state(&self, topic: &str) -> Value {
         let key = ChannelKey {
             private: false,
             topic: topic.into(),
@@ -72,7 +72,7 @@ impl Node {
 }
 
 /// See [`Node::view`].
-pub fn view_of(server: &TestServer, topic: &str) -> BTreeMap<String, Vec<Value>> {
+pub(crate) fn view_of(server: &TestServer, topic: &str) -> BTreeMap<String, Vec<Value>> {
     let key = ChannelKey {
         private: false,
         topic: topic.into(),
@@ -102,7 +102,7 @@ pub fn view_of(server: &TestServer, topic: &str) -> BTreeMap<String, Vec<Value>>
 }
 
 /// `[(key, payload)]` as a view.
-pub fn expect_view(entries: &[(&str, Value)]) -> BTreeMap<String, Vec<Value>> {
+pub(crate) fn expect_view(entries: &[(&str, Value)]) -> BTreeMap<String, Vec<Value>> {
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for (k, p) in entries {
         out.entry(k.to_string()).or_default().push(p.clone());
@@ -114,7 +114,11 @@ pub fn expect_view(entries: &[(&str, Value)]) -> BTreeMap<String, Vec<Value>> {
 }
 
 /// Polls `check` every 20 ms until it holds; fails after `within` with `what`.
-pub async fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) -> Duration {
+pub(crate) async fn eventually(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> bool,
+) -> Duration {
     let started = Instant::now();
     loop {
         if check() {
@@ -126,19 +130,19 @@ pub async fn eventually(what: &str, within: Duration, mut check: impl FnMut() ->
 }
 
 /// Runs `fut`, failing if it takes longer than `within`.
-pub async fn within<F: Future>(what: &str, within: Duration, fut: F) -> F::Output {
+pub(crate) async fn within<F: Future>(what: &str, within: Duration, fut: F) -> F::Output {
     tokio::time::timeout(within, fut)
         .await
         .unwrap_or_else(|_| panic!("{what}: not within {within:?}"))
 }
 
 /// realtime-js's join config with presence under `key`.
-pub fn presence(key: &str) -> Value {
+pub(crate) fn presence(key: &str) -> Value {
     json!({"broadcast": {"ack": true, "self": false}, "presence": {"key": key, "enabled": true}})
 }
 
 /// A client of `server` joined to `topic` as presence `key`; returns it and its join ref.
-pub async fn member(server: &TestServer, topic: &str, key: &str) -> (WsClient, String) {
+pub(crate) async fn member(server: &TestServer, topic: &str, key: &str) -> (WsClient, String) {
     let mut c = server.client("2.0.0").await;
     let jr = c.join(topic, presence(key)).await;
     (c, jr)
@@ -146,7 +150,7 @@ pub async fn member(server: &TestServer, topic: &str, key: &str) -> (WsClient, S
 
 /// Tracks `payload`; waits for the ok reply (within 1 s: nothing may hang) and returns how long
 /// it took.
-pub async fn track(c: &mut WsClient, jr: &str, topic: &str, payload: Value) -> Duration {
+pub(crate) async fn track(c: &mut WsClient, jr: &str, topic: &str, payload: Value) -> Duration {
     let started = Instant::now();
     let r = c
         .push(
@@ -162,7 +166,7 @@ pub async fn track(c: &mut WsClient, jr: &str, topic: &str, payload: Value) -> D
 }
 
 /// Sends a Phoenix heartbeat and waits for its reply (within 1 s); returns how long it took.
-pub async fn heartbeat(c: &mut WsClient) -> Duration {
+pub(crate) async fn heartbeat(c: &mut WsClient) -> Duration {
     let started = Instant::now();
     let r = c.push("", "phoenix", "heartbeat", json!({})).await;
     within(
@@ -175,13 +179,13 @@ pub async fn heartbeat(c: &mut WsClient) -> Duration {
 }
 
 /// Drains whatever frames are waiting (so a client's socket never backs up).
-pub async fn drain(c: &mut WsClient) {
+pub(crate) async fn drain(c: &mut WsClient) {
     while c.try_recv(Duration::from_millis(1)).await.is_some() {}
 }
 
 /// A TCP proxy toward `127.0.0.1:target` that can be cut (every connection closed, new ones
 /// refused) and healed.
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub port: u16,
     cut: Arc<AtomicBool>,
     conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
@@ -189,7 +193,7 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub async fn start(target: u16) -> Proxy {
+    pub(crate) async fn start(target: u16) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().unwrap().port();
         let cut = Arc::new(AtomicBool::new(false));
@@ -228,12 +232,12 @@ impl Proxy {
     }
 
     /// `redis://127.0.0.1:PORT/` through the proxy.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
     /// Closes every connection and refuses new ones.
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.cut.store(true, Ordering::SeqCst);
         for task in self.conns.lock().unwrap().drain(..) {
             task.abort();
@@ -241,7 +245,7 @@ impl Proxy {
     }
 
     /// Lets connections through again.
-    pub fn heal(&self) {
+    pub(crate) fn heal(&self) {
         self.cut.store(false, Ordering::SeqCst);
     }
 }

@@ -1,18 +1,18 @@
 //! Helpers shared by the HTTP API tests.
 
-pub use std::time::Duration;
+pub(crate) use std::time::Duration;
 
-pub use headcount_server::auth;
-pub use headcount_server::policy::Policy;
-pub use headcount_testkit::http::{self, Response};
-pub use headcount_testkit::{
+pub(crate) use headcount_server::auth;
+pub(crate) use headcount_server::policy::Policy;
+pub(crate) use headcount_testkit::http::{self, Response};
+pub(crate) use headcount_testkit::{
     Frame, SECRET, TestServer, WsClient, anon, now_secs, token, user_token,
 };
-pub use serde_json::{Value, json};
+pub(crate) use serde_json::{Value, json};
 
-pub const SHORT: Duration = Duration::from_millis(200);
+pub(crate) const SHORT: Duration = Duration::from_millis(200);
 
-pub const POLICY: &str = r#"
+pub(crate) const POLICY: &str = r#"
 [[rule]]
 topic = "secret:*"
 role = "reader"
@@ -24,13 +24,13 @@ role = "writer"
 allow = ["broadcast:read", "broadcast:write"]
 "#;
 
-pub const BATCH_PATHS: [&str; 2] = ["/realtime/v1/api/broadcast", "/api/broadcast"];
+pub(crate) const BATCH_PATHS: [&str; 2] = ["/realtime/v1/api/broadcast", "/api/broadcast"];
 
-pub fn bearer(token: &str) -> String {
+pub(crate) fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-pub async fn post(
+pub(crate) async fn post(
     server: &TestServer,
     path: &str,
     headers: &[(&str, &str)],
@@ -40,7 +40,7 @@ pub async fn post(
 }
 
 /// A batch request with the anon key in the `apikey` header.
-pub async fn post_batch(server: &TestServer, messages: Value) -> Response {
+pub(crate) async fn post_batch(server: &TestServer, messages: Value) -> Response {
     let key = anon();
     post(
         server,
@@ -52,7 +52,7 @@ pub async fn post_batch(server: &TestServer, messages: Value) -> Response {
 }
 
 /// A single-message request with a JSON payload and the anon key as a bearer token.
-pub async fn post_single(
+pub(crate) async fn post_single(
     server: &TestServer,
     topic: &str,
     event: &str,
@@ -71,7 +71,7 @@ pub async fn post_single(
     .await
 }
 
-pub fn assert_accepted(resp: &Response) {
+pub(crate) fn assert_accepted(resp: &Response) {
     assert_eq!(
         (resp.status, resp.text().as_str()),
         (202, ""),
@@ -79,20 +79,20 @@ pub fn assert_accepted(resp: &Response) {
     );
 }
 
-pub fn assert_unauthorized(resp: &Response, what: &str) {
+pub(crate) fn assert_unauthorized(resp: &Response, what: &str) {
     assert_eq!(resp.status, 401, "{what}: {}", resp.text());
     assert_eq!(resp.json(), json!({"message": "Unauthorized"}), "{what}");
 }
 
 /// A member of `topic` (given without `realtime:`) on a socket of serializer `vsn`.
-pub async fn member(server: &TestServer, vsn: &str, topic: &str) -> WsClient {
+pub(crate) async fn member(server: &TestServer, vsn: &str, topic: &str) -> WsClient {
     let mut c = server.client(vsn).await;
     c.join(&format!("realtime:{topic}"), json!({})).await;
     c
 }
 
 /// The next `broadcast` on `topic`, text frames only: its payload.
-pub async fn next_broadcast(c: &mut WsClient, topic: &str) -> Value {
+pub(crate) async fn next_broadcast(c: &mut WsClient, topic: &str) -> Value {
     c.expect_event(&format!("realtime:{topic}"), "broadcast")
         .await
         .payload
@@ -101,7 +101,7 @@ pub async fn next_broadcast(c: &mut WsClient, topic: &str) -> Value {
 /// The next single-route broadcast on `topic` as Supabase sends it: a kind 4 frame with a JSON
 /// body and no metadata to a 2.0.0 member, a text `broadcast` without `meta` to a 1.0.0 one.
 /// Returns `{"event", "payload", "type"}` either way.
-pub async fn next_single(c: &mut WsClient, topic: &str) -> Value {
+pub(crate) async fn next_single(c: &mut WsClient, topic: &str) -> Value {
     let topic = format!("realtime:{topic}");
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
@@ -126,7 +126,7 @@ pub async fn next_single(c: &mut WsClient, topic: &str) -> Value {
 }
 
 /// The `meta.id` of a delivered HTTP broadcast, checked to be a UUID.
-pub fn meta_id(payload: &Value) -> String {
+pub(crate) fn meta_id(payload: &Value) -> String {
     let id = payload["meta"]["id"]
         .as_str()
         .unwrap_or_else(|| panic!("no meta.id in {payload}"));
@@ -134,7 +134,7 @@ pub fn meta_id(payload: &Value) -> String {
     id.to_owned()
 }
 
-pub fn uuid_ok(id: &str) {
+pub(crate) fn uuid_ok(id: &str) {
     assert!(
         id.len() == 36 && id.chars().filter(|c| *c == '-').count() == 4,
         "not a UUID: {id}"
@@ -142,7 +142,7 @@ pub fn uuid_ok(id: &str) {
 }
 
 /// A binary user broadcast (kind 4): (topic, event, metadata, encoding, body).
-pub fn decode_kind4(bytes: &[u8]) -> (String, String, Vec<u8>, u8, Vec<u8>) {
+pub(crate) fn decode_kind4(bytes: &[u8]) -> (String, String, Vec<u8>, u8, Vec<u8>) {
     assert_eq!(bytes[0], 4, "kind 4 (user broadcast)");
     let (t, e, m, enc) = (
         bytes[1] as usize,
@@ -161,7 +161,7 @@ pub fn decode_kind4(bytes: &[u8]) -> (String, String, Vec<u8>, u8, Vec<u8>) {
 }
 
 /// Tokens the HTTP API must refuse, with what is wrong with each.
-pub fn bad_tokens() -> Vec<(&'static str, String)> {
+pub(crate) fn bad_tokens() -> Vec<(&'static str, String)> {
     let now = now_secs();
     vec![
         ("malformed", "not-a-jwt".to_owned()),
@@ -187,7 +187,7 @@ pub fn bad_tokens() -> Vec<(&'static str, String)> {
     ]
 }
 
-pub async fn private_member(server: &TestServer, topic: &str, role: &str) -> WsClient {
+pub(crate) async fn private_member(server: &TestServer, topic: &str, role: &str) -> WsClient {
     let mut c = server.client("2.0.0").await;
     let (_, reply) = c
         .join_with(

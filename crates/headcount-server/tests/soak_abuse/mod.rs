@@ -15,14 +15,14 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until, timeout};
 
 /// What an abuser met, for the test's summary.
-pub type Log = mpsc::UnboundedSender<String>;
+pub(crate) type Log = mpsc::UnboundedSender<String>;
 
 /// In a log line: a request the server neither answered nor refused in time. Bad input gets a
 /// clear error; the server must not hang on it.
-pub const HUNG: &str = "no answer within";
+pub(crate) const HUNG: &str = "no answer within";
 
 /// A raw WebSocket (serializer 2.0.0) opened with an authenticated token of user `sub`.
-pub async fn connect(port: u16, sub: &str) -> io::Result<TcpStream> {
+pub(crate) async fn connect(port: u16, sub: &str) -> io::Result<TcpStream> {
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     let req = format!(
         "GET /realtime/v1/websocket?vsn=2.0.0&apikey={} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -44,16 +44,16 @@ pub async fn connect(port: u16, sub: &str) -> io::Result<TcpStream> {
     Ok(tcp)
 }
 
-pub use headcount_testkit::raw::{client_frame as frame, client_header as header};
+pub(crate) use headcount_testkit::raw::{client_frame as frame, client_header as header};
 
 /// A 2.0.0 text message as one frame.
-pub fn text(msg: &Value) -> Vec<u8> {
+pub(crate) fn text(msg: &Value) -> Vec<u8> {
     frame(true, 1, msg.to_string().as_bytes())
 }
 
 /// Reads server frames until a close frame or the end; returns the close code (none: the
 /// connection ended without one, or `wait` passed first, in which case `Err`).
-pub async fn close_code(rd: &mut OwnedReadHalf, wait: Duration) -> Result<Option<u16>, ()> {
+pub(crate) async fn close_code(rd: &mut OwnedReadHalf, wait: Duration) -> Result<Option<u16>, ()> {
     let read = async {
         loop {
             match read_frame(rd).await {
@@ -69,7 +69,7 @@ pub async fn close_code(rd: &mut OwnedReadHalf, wait: Duration) -> Result<Option
 }
 
 /// One server frame: (opcode, payload).
-pub async fn read_frame(rd: &mut OwnedReadHalf) -> io::Result<(u8, Vec<u8>)> {
+pub(crate) async fn read_frame(rd: &mut OwnedReadHalf) -> io::Result<(u8, Vec<u8>)> {
     headcount_testkit::raw::read_server_frame(rd).await
 }
 
@@ -84,7 +84,7 @@ async fn drain(mut rd: OwnedReadHalf) -> Option<u16> {
 
 /// Frames over `max_frame_size` (5 MB): a 6 MB text frame, `rounds` times. The server must
 /// close each socket with 1009 without buffering the frame.
-pub async fn oversized_frames(port: u16, rounds: usize, log: Log) {
+pub(crate) async fn oversized_frames(port: u16, rounds: usize, log: Log) {
     for round in 0..rounds {
         let Ok(tcp) = connect(port, "abuser-big-frames").await else {
             let _ = log.send(format!("oversized frame {round}: connect refused"));
@@ -102,7 +102,7 @@ pub async fn oversized_frames(port: u16, rounds: usize, log: Log) {
 /// One client flooding the node: joins at `joins_per_tick` and broadcasts at
 /// `broadcasts_per_tick` every 100 ms on `topic` (a channel healthy members share), while
 /// reading everything it gets, until `end`. Cut or refused, it comes back 100 ms later.
-pub async fn flood(
+pub(crate) async fn flood(
     port: u16,
     topic: &str,
     joins_per_tick: usize,
@@ -158,7 +158,13 @@ pub async fn flood(
 
 /// `count` sockets that each send the first `bytes` of a text message as an unfinished
 /// fragment and then hold the socket open until `end`.
-pub async fn unfinished_fragments(port: u16, count: usize, bytes: usize, end: Instant, log: Log) {
+pub(crate) async fn unfinished_fragments(
+    port: u16,
+    count: usize,
+    bytes: usize,
+    end: Instant,
+    log: Log,
+) {
     let mut held = Vec::new();
     for n in 0..count {
         let Ok(tcp) = connect(port, &format!("abuser-fragments-{n}")).await else {
@@ -188,7 +194,7 @@ pub async fn unfinished_fragments(port: u16, count: usize, bytes: usize, end: In
 
 /// Joins with topics of `len` bytes: a public one, and a private one that the policy's
 /// `org:*:room:*:chat` rule must match against (the quadratic case of a backtracking matcher).
-pub async fn huge_topics(port: u16, len: usize, log: Log) {
+pub(crate) async fn huge_topics(port: u16, len: usize, log: Log) {
     let public = format!("realtime:{}", "t".repeat(len));
     let repeat = len / ":room:".len();
     let private = format!("realtime:org:{}x", ":room:".repeat(repeat));
@@ -220,7 +226,7 @@ pub async fn huge_topics(port: u16, len: usize, log: Log) {
 }
 
 /// What [`huge_presences`] does.
-pub struct Presences {
+pub(crate) struct Presences {
     /// A channel healthy members are in, joined with a huge key too.
     pub shared: &'static str,
     /// Channels joined with presence keys of `key_len` bytes, tracked in each.
@@ -235,7 +241,7 @@ pub struct Presences {
 }
 
 /// One socket tracking huge presences as [`Presences`] says, until `end`.
-pub async fn huge_presences(port: u16, p: Presences, end: Instant, log: Log) {
+pub(crate) async fn huge_presences(port: u16, p: Presences, end: Instant, log: Log) {
     let Ok(tcp) = connect(port, "abuser-presences").await else {
         let _ = log.send("huge presences: connect refused".to_owned());
         return;
@@ -275,7 +281,7 @@ pub async fn huge_presences(port: u16, p: Presences, end: Instant, log: Log) {
 
 /// A member of `topics` that never reads: the server must cut it as a slow consumer, and no
 /// one else may notice.
-pub async fn slow_consumer(port: u16, topics: &[&str], end: Instant, log: Log) {
+pub(crate) async fn slow_consumer(port: u16, topics: &[&str], end: Instant, log: Log) {
     let Ok(tcp) = connect(port, "abuser-slow").await else {
         let _ = log.send("slow consumer: connect refused".to_owned());
         return;

@@ -15,21 +15,21 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until, timeout};
 
 /// Healthy clients there from the start, and those that arrive in the middle of the run.
-pub const INITIAL: usize = 48;
-pub const LATE: usize = 8;
+pub(crate) const INITIAL: usize = 48;
+pub(crate) const LATE: usize = 8;
 /// When healthy clients stop acting (from the start of the run).
-pub const STOP: Duration = Duration::from_secs(22);
+pub(crate) const STOP: Duration = Duration::from_secs(22);
 
-pub const PUBLIC: [&str; 4] = [
+pub(crate) const PUBLIC: [&str; 4] = [
     "realtime:soak-0",
     "realtime:soak-1",
     "realtime:soak-2",
     "realtime:soak-3",
 ];
 /// Every healthy member is here, with `self` and `ack` on: the large broadcasts go here.
-pub const BIG: &str = "realtime:soak-big";
+pub(crate) const BIG: &str = "realtime:soak-big";
 /// A private channel the policy grants to authenticated users.
-pub const PRIVATE: &str = "realtime:org:acme:room:lobby:chat";
+pub(crate) const PRIVATE: &str = "realtime:org:acme:room:lobby:chat";
 
 /// Legal large payloads: (client, second of the run) of the 2.5 MB broadcasts on [`BIG`], and
 /// the client that tracks a 1.2 MB meta there at 12 s (under the 3,000 kB payload limit).
@@ -38,11 +38,11 @@ const BIG_TRACKER: u64 = 4;
 
 /// One presence: its key, the client that tracked it (`u64::MAX`: not a healthy client), its
 /// meta without `phx_ref`/`phx_ref_prev`.
-pub type Entry = (String, u64, Value);
+pub(crate) type Entry = (String, u64, Value);
 /// A channel's presences, sorted by key and client.
-pub type Presence = Vec<Entry>;
+pub(crate) type Presence = Vec<Entry>;
 /// What healthy members have tracked and not left: topic → (key, client) → meta.
-pub type Truth = Arc<Mutex<HashMap<String, BTreeMap<(String, u64), Value>>>>;
+pub(crate) type Truth = Arc<Mutex<HashMap<String, BTreeMap<(String, u64), Value>>>>;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Action {
@@ -145,7 +145,7 @@ fn strip(meta: &Value) -> Value {
 
 /// The presences of a `presence_state` or of one side of a `presence_diff`, with their
 /// `phx_ref`s.
-pub fn metas(map: &Value) -> Vec<(String, Entry)> {
+pub(crate) fn metas(map: &Value) -> Vec<(String, Entry)> {
     let mut out = Vec::new();
     for (key, entry) in map.as_object().into_iter().flatten() {
         for meta in entry["metas"].as_array().into_iter().flatten() {
@@ -156,7 +156,7 @@ pub fn metas(map: &Value) -> Vec<(String, Entry)> {
     out
 }
 
-pub fn sorted(mut entries: Presence) -> Presence {
+pub(crate) fn sorted(mut entries: Presence) -> Presence {
     entries.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
     entries
 }
@@ -397,7 +397,7 @@ impl Healthy {
 }
 
 /// What a healthy client reports at the end.
-pub struct Report {
+pub(crate) struct Report {
     /// What the server did to it that a user would notice.
     pub failures: Vec<String>,
     /// Still there at the end (it neither left for good nor was cut).
@@ -407,7 +407,7 @@ pub struct Report {
 }
 
 /// Everything a healthy client task needs from the test.
-pub struct Wiring {
+pub(crate) struct Wiring {
     /// The server's port on 127.0.0.1.
     pub port: u16,
     /// The start of the run, which its plan counts from.
@@ -427,7 +427,7 @@ pub struct Wiring {
 }
 
 /// Healthy client `id`: follows its [`plan`], then keeps reading until told to close.
-pub async fn healthy(id: u64, w: Wiring) -> Report {
+pub(crate) async fn healthy(id: u64, w: Wiring) -> Report {
     let (start, mut acts) = plan(id);
     acts.reverse();
     sleep_until(w.t0 + start).await;
