@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde_json::json;
+use headcount_protocol::payloads::JoinConfig;
 
 /// How a channel joins: realtime-js's `channel(name, {config: {...}})`.
 ///
@@ -69,19 +69,15 @@ impl ChannelOptions {
 
     /// The `phx_join` payload, as realtime-js sends it.
     pub fn join_payload(&self, access_token: Option<&str>) -> String {
-        let mut payload = json!({
-            "config": {
-                "broadcast": {"ack": self.broadcast_ack, "self": self.broadcast_self},
-                "presence": {"key": self.presence_key, "enabled": self.presence_enabled},
-                "postgres_changes": [],
-                "private": self.private,
-            },
-            "version": concat!("headcount-client/", env!("CARGO_PKG_VERSION")),
-        });
-        if let Some(token) = access_token {
-            payload["access_token"] = json!(token);
+        JoinConfig {
+            ack: self.broadcast_ack,
+            self_broadcast: self.broadcast_self,
+            presence_enabled: self.presence_enabled,
+            presence_key: (!self.presence_key.is_empty()).then(|| self.presence_key.clone()),
+            private: self.private,
+            access_token: access_token.map(str::to_owned),
         }
-        payload.to_string()
+        .to_json(concat!("headcount-client/", env!("CARGO_PKG_VERSION")))
     }
 }
 

@@ -21,6 +21,7 @@
 pub mod client;
 pub mod decode;
 pub mod encode;
+pub mod payloads;
 pub mod refs;
 
 pub use client::{ServerMessage, decode_server_binary, decode_server_text};

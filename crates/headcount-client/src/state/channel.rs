@@ -4,6 +4,7 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use headcount_protocol::client::user_broadcast_push;
+use headcount_protocol::payloads::{PresenceCall, SystemMessage};
 use headcount_protocol::{Encoding, Payload, Ref, Serializer};
 use serde_json::{Map, Value, json};
 
@@ -254,15 +255,12 @@ impl ClientState {
         self.close_channel(topic, reason);
     }
 
-    pub(super) fn on_system(&mut self, topic: &str, payload: Value) {
-        if payload.get("status").and_then(Value::as_str) != Some("error") {
+    pub(super) fn on_system(&mut self, topic: &str, payload: &str) {
+        let Some(system) = SystemMessage::parse(payload).filter(SystemMessage::is_error) else {
             return;
-        }
+        };
         if let Some(channel) = self.channels.get_mut(topic) {
-            channel.close_reason = payload
-                .get("message")
-                .and_then(Value::as_str)
-                .map(str::to_owned);
+            channel.close_reason = Some(system.message);
         }
     }
 
@@ -449,13 +447,13 @@ impl ClientState {
         let r = self.make_ref();
         let expects_reply = match command {
             Command::Track(status) | Command::AutoTrack(status) => {
-                let payload = json!({"type": "presence", "event": "track", "payload": status});
-                self.send_text(Some(&jr), &r, topic, "presence", &payload.to_string());
+                let payload = PresenceCall::Track(Value::Object(status));
+                self.send_text(Some(&jr), &r, topic, "presence", &payload.to_json());
                 true
             }
             Command::Untrack => {
-                let payload = r#"{"type":"presence","event":"untrack"}"#;
-                self.send_text(Some(&jr), &r, topic, "presence", payload);
+                let payload = PresenceCall::Untrack.to_json();
+                self.send_text(Some(&jr), &r, topic, "presence", &payload);
                 true
             }
             Command::Broadcast { event, payload } => {

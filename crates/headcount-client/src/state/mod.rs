@@ -309,7 +309,7 @@ impl ClientState {
         match &*m.event {
             "phx_close" => self.on_server_close(&topic),
             "phx_error" => self.on_server_error(&topic, now),
-            "system" => self.on_system(&topic, json_value(&m.payload)),
+            "system" => self.on_system(&topic, m.payload.as_json().map_or("", |raw| raw.get())),
             "presence_state" => self.on_presence_state(&topic, json_value(&m.payload)),
             "presence_diff" => self.on_presence_diff(&topic, json_value(&m.payload)),
             "broadcast" => self.on_broadcast(&topic, m.payload),

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use headcount_protocol::encode::{self, Status};
+use headcount_protocol::payloads::SystemMessage;
 use headcount_protocol::{ClientMessage, Payload, Ref, decode_binary, decode_text};
 use serde_json::Value;
 use tracing::debug;
@@ -472,13 +473,7 @@ impl<N: Node> Session<N> {
         };
         debug!(conn = self.conn.id, topic, message, "closing a channel");
         let sub_topic = topic.strip_prefix("realtime:").unwrap_or(topic);
-        let payload = serde_json::json!({
-            "extension": "system",
-            "status": "error",
-            "message": message,
-            "channel": sub_topic,
-        })
-        .to_string();
+        let payload = SystemMessage::error(sub_topic, message).to_json();
         let ser = self.conn.serializer;
         self.push(frames::build(payload.len() + topic.len() + 48, |out| {
             encode::push(out, ser, &joined.join_ref, topic, "system", &payload)

@@ -4,22 +4,18 @@
 use headcount_presence::Payload as PresencePayload;
 use headcount_protocol::ClientMessage;
 use headcount_protocol::encode::Status;
-use serde_json::Value;
+use headcount_protocol::payloads::PresenceCall;
 
 use super::*;
 
 impl<N: Node> Session<N> {
     /// A presence call: the client window first (every call counts), then track or untrack.
     pub(super) fn presence(&mut self, m: &ClientMessage<'_>, now: Now) {
-        let mut value: Value = m
-            .payload
-            .as_json()
-            .and_then(|p| serde_json::from_str(p.get()).ok())
-            .unwrap_or(Value::Null);
-        let Some(event) = value.get("event") else {
+        let call = PresenceCall::parse(m.payload.as_json().map(|p| p.get()));
+        if call == PresenceCall::Nothing {
             self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
             return;
-        };
+        }
         if !self
             .rates
             .presence_call(&self.hub.config().limits, &m.topic, now.ms)
@@ -29,17 +25,13 @@ impl<N: Node> Session<N> {
             return;
         }
         let joined = &self.channels[&*m.topic];
-        match event.as_str().map(str::to_ascii_lowercase).as_deref() {
-            Some("track") => {
+        match call {
+            PresenceCall::Track(value) => {
                 if !joined.grants.presence_write {
                     self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Error, "{}");
                     return;
                 }
-                // Taken out of the parsed message, not copied.
-                let payload = match value.as_object_mut().and_then(|o| o.remove("payload")) {
-                    None => Ok(PresencePayload::empty()),
-                    Some(p) => PresencePayload::from_value(p),
-                };
+                let payload = PresencePayload::from_value(value);
                 let payload = match payload {
                     Ok(payload) => payload,
                     Err(e) => {
@@ -101,14 +93,16 @@ impl<N: Node> Session<N> {
                 self.hub
                     .track(&joined.channel, joined.member, &self.conn, track);
             }
-            Some("untrack") => {
+            PresenceCall::Untrack => {
                 let reply = self.reply_frame(&m.join_ref, &m.msg_ref, &m.topic, Status::Ok, "{}");
                 let joined = self.channels.get_mut(&*m.topic).expect("joined");
                 joined.tracked = None;
                 self.hub
                     .untrack(&joined.channel, joined.member, &self.conn, Some(reply));
             }
-            _ => self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Error, "{}"),
+            PresenceCall::Unknown | PresenceCall::Nothing => {
+                self.reply(&m.join_ref, &m.msg_ref, &m.topic, Status::Error, "{}")
+            }
         }
     }
 
