@@ -252,51 +252,6 @@ async fn connections(
     )
 }
 
-/// The `sub`s of the tokens a socket presented after its apikey: in a join's `access_token`
-/// or an `access_token` refresh. supabase-js connects with the anon key (no `sub`) and sends
-/// the signed-in user's token only there, so "disconnect a user" must look here too.
-///
-/// Only tokens that verified are recorded, and at most [`PresentedSubs::MAX`] distinct values
-/// (the oldest dropped first), so a socket cycling through tokens cannot grow it without bound.
-#[derive(Debug, Default)]
-pub struct PresentedSubs(std::sync::Mutex<Vec<Box<str>>>);
-
-impl PresentedSubs {
-    /// The distinct `sub`s kept per socket.
-    pub const MAX: usize = 32;
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Box<str>>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Records the `sub` of a token the socket presented and that verified.
-    pub fn record(&self, sub: Option<&str>) {
-        let Some(sub) = sub.filter(|s| !s.is_empty()) else {
-            return;
-        };
-        let mut subs = self.lock();
-        if subs.iter().any(|s| &**s == sub) {
-            return;
-        }
-        if subs.len() == Self::MAX {
-            subs.remove(0);
-        }
-        subs.push(sub.into());
-    }
-
-    /// Whether the socket presented a token of `sub`.
-    pub fn contains(&self, sub: &str) -> bool {
-        self.lock().iter().any(|s| &**s == sub)
-    }
-
-    /// The recorded `sub`s, oldest first.
-    pub fn list(&self) -> Vec<String> {
-        self.lock().iter().map(|s| s.to_string()).collect()
-    }
-}
-
 /// Whether `conn` belongs to the user `sub`: its apikey's, or any token it presented since.
 fn belongs_to(conn: &Conn, sub: &str) -> bool {
     conn.sub.as_deref() == Some(sub) || conn.presented.contains(sub)

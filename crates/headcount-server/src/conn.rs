@@ -99,7 +99,7 @@ pub struct Conn {
     pub sub: Option<String>,
     /// The `sub`s of the tokens presented since (joins, refreshes): supabase-js connects with
     /// the anon key and sends the user's token in the join. Written by the session.
-    pub presented: crate::admin::PresentedSubs,
+    pub presented: PresentedSubs,
     /// When the socket connected (Unix milliseconds: shown by the admin API, never used to
     /// time anything).
     pub connected_ms: u64,
@@ -141,7 +141,7 @@ impl Conn {
             serializer,
             role: String::new(),
             sub: None,
-            presented: crate::admin::PresentedSubs::default(),
+            presented: PresentedSubs::default(),
             connected_ms: now.unix_ms,
             metrics: None,
             outbox: Mutex::new(Outbox {
@@ -342,6 +342,51 @@ impl Conn {
         self.signals.fetch_or(signal::STOP, Ordering::AcqRel);
         self.reader_wake.notify_one();
         self.writer_wake.notify_one();
+    }
+}
+
+/// The `sub`s of the tokens a socket presented after its apikey: in a join's `access_token`
+/// or an `access_token` refresh. supabase-js connects with the anon key (no `sub`) and sends
+/// the signed-in user's token only there, so "disconnect a user" must look here too.
+///
+/// Only tokens that verified are recorded, and at most [`PresentedSubs::MAX`] distinct values
+/// (the oldest dropped first), so a socket cycling through tokens cannot grow it without bound.
+#[derive(Debug, Default)]
+pub struct PresentedSubs(std::sync::Mutex<Vec<Box<str>>>);
+
+impl PresentedSubs {
+    /// The distinct `sub`s kept per socket.
+    pub const MAX: usize = 32;
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Box<str>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Records the `sub` of a token the socket presented and that verified.
+    pub fn record(&self, sub: Option<&str>) {
+        let Some(sub) = sub.filter(|s| !s.is_empty()) else {
+            return;
+        };
+        let mut subs = self.lock();
+        if subs.iter().any(|s| &**s == sub) {
+            return;
+        }
+        if subs.len() == Self::MAX {
+            subs.remove(0);
+        }
+        subs.push(sub.into());
+    }
+
+    /// Whether the socket presented a token of `sub`.
+    pub fn contains(&self, sub: &str) -> bool {
+        self.lock().iter().any(|s| &**s == sub)
+    }
+
+    /// The recorded `sub`s, oldest first.
+    pub fn list(&self) -> Vec<String> {
+        self.lock().iter().map(|s| s.to_string()).collect()
     }
 }
 
