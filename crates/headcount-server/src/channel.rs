@@ -21,6 +21,7 @@ use crate::clock::Clock;
 use crate::cluster::{Cluster, PresenceEntry};
 use crate::conn::Conn;
 use crate::frames;
+use crate::lock;
 use crate::metrics::Metrics;
 use crate::policy::Grants;
 
@@ -153,9 +154,7 @@ fn publish_diff(metrics: &Metrics, topic: &str, members: &[Member], diff: &Diff)
 
 impl Channel {
     pub(crate) fn lock(&self) -> MutexGuard<'_, ChannelState> {
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.state)
     }
 
     /// Performs what the room decided: sends the diff, and queues the channel for a flush when
@@ -359,8 +358,4 @@ impl Channel {
             state.room.presence().meta_count(),
         )
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -164,9 +164,7 @@ impl Conn {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Outbox> {
-        self.outbox
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.outbox)
     }
 
     /// The same connection, counting into `metrics`.
@@ -359,9 +357,7 @@ impl PresentedSubs {
     pub const MAX: usize = 32;
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Box<str>>> {
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.0)
     }
 
     /// Records the `sub` of a token the socket presented and that verified.

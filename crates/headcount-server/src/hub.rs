@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -18,6 +18,7 @@ use crate::cluster::{Cluster, ClusterSink, PresenceEntry, RelayedBroadcast, Stan
 use crate::config::Config;
 use crate::conn::{Conn, ConnId};
 use crate::limits::{ClientRates, NodeRate};
+use crate::lock;
 use crate::metrics::Metrics;
 
 const SHARDS: usize = 64;
@@ -64,10 +65,6 @@ pub struct Hub {
     /// Tells this node's `phx_ref`s apart from other nodes'; each channel names its metas.
     ref_node: u16,
     node: [u8; 6],
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Hub {

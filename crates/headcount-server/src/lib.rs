@@ -59,6 +59,13 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 pub use config::Config;
+
+/// Locks `m`, going on through a poisoned lock: every critical section in the server leaves
+/// its state whole before anything that can panic, so a panic elsewhere must not take the
+/// node's shared state down with it.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 pub use hub::Hub;
 
 /// Serves `listener` until `shutdown` completes, then closes every socket with "going away"

@@ -145,11 +145,7 @@ impl ClientRates {
     pub fn take(&self, client: &str, now_ms: u64, n: u32) -> bool {
         match self.max {
             None => true,
-            Some(max) => self
-                .windows
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take(client, now_ms, 1000, max, n),
+            Some(max) => crate::lock(&self.windows).take(client, now_ms, 1000, max, n),
         }
     }
 }
@@ -171,9 +167,7 @@ impl NodeRate {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Window> {
-        self.window
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.window)
     }
 
     /// Counts one event; `false` when the limit is exceeded.
