@@ -15,15 +15,7 @@ fn config(key: &str) -> Value {
 }
 
 async fn track(c: &mut WsClient, jr: &str, payload: Value) {
-    let r = c
-        .push(
-            jr,
-            TOPIC,
-            "presence",
-            json!({"type":"presence","event":"track","payload":payload}),
-        )
-        .await;
-    assert_eq!(c.expect_reply(&r).await.payload["status"], "ok");
+    assert_eq!(c.track(jr, TOPIC, payload).await.payload["status"], "ok");
 }
 
 /// Applies presence frames to a key → meta-count view until `done` holds; returns the view and

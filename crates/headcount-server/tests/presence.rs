@@ -13,15 +13,7 @@ fn presence_config(key: &str) -> Value {
 }
 
 async fn track(c: &mut WsClient, jr: &str, payload: Value) -> Msg {
-    let r = c
-        .push(
-            jr,
-            ROOM,
-            "presence",
-            json!({"type": "presence", "event": "track", "payload": payload}),
-        )
-        .await;
-    c.expect_reply(&r).await
+    c.track(jr, ROOM, payload).await
 }
 
 fn metas<'a>(diff: &'a Msg, side: &str, key: &str) -> &'a Vec<Value> {

@@ -42,15 +42,7 @@ fn presence(key: &str) -> Value {
 }
 
 async fn track(c: &mut WsClient, jr: &str, topic: &str, payload: Value) {
-    let r = c
-        .push(
-            jr,
-            topic,
-            "presence",
-            json!({"type": "presence", "event": "track", "payload": payload}),
-        )
-        .await;
-    assert_eq!(c.expect_reply(&r).await.payload["status"], "ok");
+    assert_eq!(c.track(jr, topic, payload).await.payload["status"], "ok");
 }
 
 /// Waits for a `presence_diff` on `topic` that satisfies `want`.

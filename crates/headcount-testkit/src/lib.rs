@@ -477,6 +477,19 @@ impl WsClient {
         jr
     }
 
+    /// Tracks `payload` on `topic` (joined with `join_ref`) and returns the server's reply.
+    pub async fn track(&mut self, join_ref: &str, topic: &str, payload: Value) -> Msg {
+        let r = self
+            .push(
+                join_ref,
+                topic,
+                "presence",
+                json!({"type": "presence", "event": "track", "payload": payload}),
+            )
+            .await;
+        self.expect_reply(&r).await
+    }
+
     /// Waits for the `phx_reply` to `msg_ref`.
     pub async fn expect_reply(&mut self, msg_ref: &str) -> Msg {
         let deadline = tokio::time::Instant::now() + WAIT;

@@ -213,15 +213,7 @@ async fn presence_keys_longer_than_the_cap_are_refused_at_join() {
 }
 
 async fn track(c: &mut WsClient, jr: &str, topic: &str, payload: Value) -> Value {
-    let r = c
-        .push(
-            jr,
-            topic,
-            "presence",
-            json!({"type": "presence", "event": "track", "payload": payload}),
-        )
-        .await;
-    c.expect_reply(&r).await.payload
+    c.track(jr, topic, payload).await.payload
 }
 
 /// A payload whose JSON text is exactly `bytes` long: `{"p":"…"}`.

@@ -152,15 +152,12 @@ pub(crate) async fn member(server: &TestServer, topic: &str, key: &str) -> (WsCl
 /// it took.
 pub(crate) async fn track(c: &mut WsClient, jr: &str, topic: &str, payload: Value) -> Duration {
     let started = Instant::now();
-    let r = c
-        .push(
-            jr,
-            topic,
-            "presence",
-            json!({"type": "presence", "event": "track", "payload": payload}),
-        )
-        .await;
-    let reply = within("a track reply", Duration::from_secs(1), c.expect_reply(&r)).await;
+    let reply = within(
+        "a track reply",
+        Duration::from_secs(1),
+        c.track(jr, topic, payload),
+    )
+    .await;
     assert_eq!(reply.payload["status"], "ok");
     started.elapsed()
 }
