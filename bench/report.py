@@ -666,7 +666,7 @@ def main():
     if (cfan or ghosts) and "cluster" in notes:
         md.append(notes["cluster"] + "\n")
 
-    for extra in ("profile", "limits of this setup"):
+    for extra in ("profile", "limits of this setup", "before and after issue 14"):
         if extra in notes:
             md.append(f"## {extra[0].upper() + extra[1:]}\n")
             md.append(notes[extra] + "\n")
