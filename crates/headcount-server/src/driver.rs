@@ -114,6 +114,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) {
     // The clock of the client's incomplete message: (since when, data messages completed then).
     let mut incomplete: (u64, u64) = (0, 0);
+    // One timer for the session's deadline (a token expiry), moved only when the deadline
+    // changes: arming a fresh one on every pass would touch the timer wheel per batch of input.
+    let timer = tokio::time::sleep(std::time::Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<u64> = None;
     loop {
         loop {
             match reader.next_message() {
@@ -154,10 +159,15 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
         track_incomplete(hub, conn, reader, &mut incomplete);
-        // The session's own deadline (a token expiry), kept here and nowhere else.
-        let timer = session
-            .deadline()
-            .map(|ms| tokio::time::Instant::from_std(hub.clock.instant(ms)));
+        let deadline = session.deadline();
+        if deadline != armed {
+            armed = deadline;
+            if let Some(ms) = deadline {
+                timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::from_std(hub.clock.instant(ms)));
+            }
+        }
         tokio::select! {
             biased;
             () = conn.reader_wake.notified() => {
@@ -192,7 +202,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
                     }
                 }
             }
-            () = sleep_until(timer), if timer.is_some() => session.timers(hub.clock.now()),
+            () = &mut timer, if armed.is_some() => {
+                session.timers(hub.clock.now());
+                // Re-armed on the next pass, even if the deadline stayed.
+                armed = None;
+            }
             read = read.read_buf(reader.buffer()) => match read {
                 Ok(0) | Err(_) => {
                     conn.abort();
@@ -204,13 +218,6 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             },
         }
-    }
-}
-
-/// Waits for `at` (the caller only polls this when there is one).
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    if let Some(at) = at {
-        tokio::time::sleep_until(at).await;
     }
 }
 
